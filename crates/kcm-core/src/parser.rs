@@ -1,0 +1,144 @@
+//! The [`Parser`] contract: KCM's message-boundary callback, as a Rust trait.
+//!
+//! Linux KCM runs a BPF program on the bytes of the message being assembled and reads its
+//! return value as "total length", "need more" or "error" (`kcm-spec.md` §4.1). This trait is
+//! that contract. One difference, chosen on purpose (`design.md` §2, decision 1): the view a
+//! parser is shown always begins at the first byte of the current message, never at the start
+//! of some earlier TCP segment, so a parser that reads its header at offset 0 is always right.
+
+use std::fmt;
+
+/// Linux errno values used by the core (x86-64/arm64 numbering, which is the generic one).
+///
+/// The core has no libc dependency; these are the numbers the kernel's KCM and strparser post.
+pub mod errno {
+    /// Connection reset / broken pipe: what KCM posts on connections and endpoints.
+    pub const EPIPE: i32 = 32;
+    /// "Try again": the operation would block.
+    pub const EAGAIN: i32 = 11;
+    /// Message longer than the connection's maximum message size.
+    pub const EMSGSIZE: i32 = 90;
+    /// Length does not extend past the bytes already seen (bad header length).
+    pub const EPROTO: i32 = 71;
+    /// Message assembly took longer than the connection's receive timeout.
+    pub const ETIMEDOUT: i32 = 110;
+    /// Parser asked to give the stream back to user space (strparser "interrupted").
+    pub const ESTRPIPE: i32 = 86;
+    /// `-ESTRPIPE` after part of the message was consumed: the stream is unrecoverable.
+    pub const ENODATA: i32 = 61;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// Bad message (used by parsers for malformed headers).
+    pub const EBADMSG: i32 = 74;
+}
+
+/// What a [`Parser`] answers about the bytes of the current message seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Parse {
+    /// The current message is this many bytes long in total, header included (KCM: a
+    /// positive return value). Must be at least 1.
+    Length(usize),
+    /// Not enough bytes yet to know the length (KCM: return value 0).
+    NeedMore,
+    /// The current message is this many bytes long but must be dropped, not delivered: the
+    /// stream parser skips the bytes, counts the drop and carries on (Netty's
+    /// `discardingTooLongFrame` policy). Kernel parsers cannot express this.
+    Skip(usize),
+    /// The stream is corrupt: the connection stops receiving and fails with this errno,
+    /// a positive number (KCM: a negative return value `-errno`).
+    Error(i32),
+}
+
+impl Parse {
+    /// Converts a KCM/BPF parser's raw `int` return value: `> 0` is a length, `0` is
+    /// "need more", `< 0` is `-errno`.
+    ///
+    /// ```
+    /// use kcm_core::{Parse, errno};
+    /// assert_eq!(Parse::from_raw(8), Parse::Length(8));
+    /// assert_eq!(Parse::from_raw(0), Parse::NeedMore);
+    /// assert_eq!(Parse::from_raw(-errno::EPROTO as i64), Parse::Error(errno::EPROTO));
+    /// ```
+    pub fn from_raw(ret: i64) -> Parse {
+        // The kernel converts the program's return value to a signed int (`kcm-spec.md` §4.1).
+        let ret = ret as i32;
+        match ret {
+            0 => Parse::NeedMore,
+            n if n > 0 => Parse::Length(n as usize),
+            // i32::MIN cannot be negated; treat it as a generic protocol error.
+            i32::MIN => Parse::Error(errno::EPROTO),
+            n => Parse::Error(-n),
+        }
+    }
+}
+
+/// Finds message boundaries in a byte stream (KCM's parser program).
+///
+/// `parse` is called with the bytes of the current message received so far, starting at the
+/// message's first byte (and possibly followed by bytes of later messages), each time more bytes
+/// arrive, until it answers something other than [`Parse::NeedMore`]. It must be a pure
+/// function of `view`: it may be called again with a longer view of the same message.
+///
+/// Implementations must never panic on any input: the bytes come from a peer that
+/// could represent an attacker.
+///
+/// ```
+/// use kcm_core::{Parse, Parser};
+///
+/// /// One length byte, then that many bytes of body.
+/// #[derive(Debug)]
+/// struct ByteLen;
+///
+/// impl Parser for ByteLen {
+///     fn parse(&self, view: &[u8]) -> Parse {
+///         match view.first() {
+///             Some(&n) => Parse::Length(1 + n as usize),
+///             None => Parse::NeedMore,
+///         }
+///     }
+/// }
+///
+/// assert_eq!(ByteLen.parse(&[3, b'a']), Parse::Length(4));
+/// assert_eq!(ByteLen.parse(&[]), Parse::NeedMore);
+/// ```
+pub trait Parser: Send + Sync + fmt::Debug {
+    /// Answers the total length of the message starting at `view[0]`, or that more bytes are
+    /// needed, or that the stream is corrupt.
+    fn parse(&self, view: &[u8]) -> Parse;
+
+    /// How many leading bytes of each message to remove before delivery (a length-field
+    /// parser's "strip prefix" option). KCM delivers whole messages, so the default is 0.
+    fn strip_prefix(&self) -> usize {
+        0
+    }
+
+    /// The fewest bytes with which `parse` can answer anything but `NeedMore` (a hint that
+    /// saves calls; 1 is always correct).
+    fn min_view(&self) -> usize {
+        1
+    }
+}
+
+impl<P: Parser + ?Sized> Parser for std::sync::Arc<P> {
+    fn parse(&self, view: &[u8]) -> Parse {
+        (**self).parse(view)
+    }
+    fn strip_prefix(&self) -> usize {
+        (**self).strip_prefix()
+    }
+    fn min_view(&self) -> usize {
+        (**self).min_view()
+    }
+}
+
+impl<P: Parser + ?Sized> Parser for Box<P> {
+    fn parse(&self, view: &[u8]) -> Parse {
+        (**self).parse(view)
+    }
+    fn strip_prefix(&self) -> usize {
+        (**self).strip_prefix()
+    }
+    fn min_view(&self) -> usize {
+        (**self).min_view()
+    }
+}

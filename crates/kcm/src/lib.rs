@@ -1,0 +1,1 @@
+//! kcm runtime (in progress).
