@@ -1,0 +1,263 @@
+//! Receive steering, backpressure and the receive queue (`kcm-spec.md` §2.3–§2.4, §5.1–§5.4).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::{ConnectionId, EndpointId, Event, Kind, MuxCore, MuxError, RxMsg};
+
+/// What one receive call took off an endpoint's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecvRead {
+    /// The bytes returned (the whole message, or a prefix of what is left of it).
+    pub data: Bytes,
+    /// The connection the message came from (addressed mode; always filled).
+    pub conn: ConnectionId,
+    /// The message is complete with this read (`MSG_EOR`).
+    pub eor: bool,
+    /// A datagram endpoint dropped the rest of a message that did not fit (`MSG_TRUNC`).
+    pub trunc: bool,
+    /// Bytes of the message that were left to read before this call.
+    pub full_len: usize,
+}
+
+/// The result of a receive pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PassOutcome {
+    /// Messages queued on endpoints.
+    pub delivered: usize,
+    /// Messages parked on the connection (it is now paused: stop reading it).
+    pub parked: usize,
+}
+
+impl MuxCore {
+    /// Hands the messages of one read pass of `conn` to endpoints (§5.1): they all go to one
+    /// reserved endpoint while it has room, then to the next eligible one; when no endpoint
+    /// can take one, it and every later one are parked on the connection, which is then paused
+    /// until an endpoint takes them ([`Event::ConnResume`]).
+    ///
+    /// `prefer` names the endpoint whose thread is driving the connection: when it is
+    /// eligible it is reserved first, so a thread that is waiting for a message gets it
+    /// without a hand-off (an extension: the kernel always takes the head of the eligible
+    /// FIFO; the FIFO order is kept for everyone else).
+    pub fn rx_pass(
+        &mut self,
+        conn: ConnectionId,
+        msgs: impl IntoIterator<Item = Bytes>,
+        prefer: Option<EndpointId>,
+    ) -> PassOutcome {
+        let mut out = PassOutcome::default();
+        let Some(c) = self.conn(conn) else { return out };
+        let mut paused = !c.parked.is_empty();
+        let mut target: Option<u32> = None;
+        if let Some(p) = prefer {
+            if let Some(pos) = self.rx_eligible.iter().position(|&x| x == p.0) {
+                self.rx_eligible.remove(pos);
+                self.set_rx_wait(p.0, false);
+                target = Some(p.0);
+            }
+        }
+        for data in msgs {
+            if !paused {
+                if let Some(t) = self.steer(&mut target) {
+                    self.enqueue(t, RxMsg { data, conn });
+                    out.delivered += 1;
+                    continue;
+                }
+                paused = true;
+            }
+            if let Some(c) = self.conn_mut(conn) {
+                c.parked.push_back(data);
+                out.parked += 1;
+                if !c.ready {
+                    c.ready = true;
+                    self.ready_conns.push_back(conn.index);
+                }
+            }
+        }
+        // End of the pass: the reserved endpoint rejoins the tail of the FIFO (§5.1).
+        if let Some(t) = target {
+            self.rcv_ready(t);
+        }
+        out
+    }
+
+    /// Takes (or peeks at) the next message on an endpoint (§2.3–§2.4). `max` is the caller's
+    /// buffer size: a datagram endpoint truncates to it and drops the rest (`trunc`), a
+    /// seqpacket endpoint returns the prefix and keeps the rest for the next call (the
+    /// original KCM semantics; current kernels drop it, `design.md` §2 decision 2).
+    pub fn recv(&mut self, ep: EndpointId, max: usize, peek: bool) -> Option<RecvRead> {
+        let kind = self.kind;
+        let e = self.ep_mut(ep)?;
+        let front = e.rx.front_mut()?;
+        let full_len = front.data.len();
+        let n = full_len.min(max);
+        let conn = front.conn;
+        if peek {
+            return Some(RecvRead { data: front.data.slice(..n), conn, eor: false, trunc: false, full_len });
+        }
+        let read = if n == full_len {
+            let m = e.rx.pop_front()?;
+            e.rx_mem -= full_len;
+            RecvRead { data: m.data, conn, eor: true, trunc: false, full_len }
+        } else if kind == Kind::Datagram {
+            let m = e.rx.pop_front()?;
+            e.rx_mem -= full_len;
+            RecvRead { data: m.data.slice(..n), conn, eor: true, trunc: true, full_len }
+        } else {
+            let data = front.data.split_to(n);
+            e.rx_mem -= n;
+            RecvRead { data, conn, eor: false, trunc: false, full_len }
+        };
+        e.stats.rx_bytes += n as u64;
+        if read.eor {
+            e.stats.rx_msgs += 1;
+        }
+        // Drained below the low-water mark: eligible again (§5.1).
+        if e.rx_mem < e.rcvlowat {
+            self.rcv_ready(ep.0);
+        }
+        Some(read)
+    }
+
+    /// Messages queued on the endpoint, and their bytes.
+    pub fn rx_queued(&self, ep: EndpointId) -> Option<(usize, usize)> {
+        self.ep(ep).map(|e| (e.rx.len(), e.rx_mem))
+    }
+
+    /// Sets or clears `KCM_RECV_DISABLE` (§5.4). Setting it moves the endpoint's queued
+    /// messages to other endpoints (or the hold queue); clearing it makes it eligible again.
+    pub fn set_recv_disable(&mut self, ep: EndpointId, disable: bool) -> Result<(), MuxError> {
+        let e = self.ep_mut(ep).ok_or(MuxError::NoEndpoint)?;
+        if e.disabled == disable {
+            return Ok(());
+        }
+        e.disabled = disable;
+        if disable {
+            let msgs = std::mem::take(&mut e.rx);
+            e.rx_mem = 0;
+            self.set_rx_wait(ep.0, false);
+            self.rx_eligible.retain(|&x| x != ep.0);
+            self.requeue(msgs);
+        } else {
+            self.rcv_ready(ep.0);
+        }
+        Ok(())
+    }
+
+    /// Whether `KCM_RECV_DISABLE` is set.
+    pub fn recv_disabled(&self, ep: EndpointId) -> Option<bool> {
+        self.ep(ep).map(|e| e.disabled)
+    }
+
+    /// Messages in the hold queue (requeued with no eligible endpoint; unbounded, §5.4).
+    pub fn held(&self) -> usize {
+        self.hold.len()
+    }
+
+    /// Moves messages to eligible endpoints in FIFO order, the rest to the hold queue.
+    pub(super) fn requeue(&mut self, msgs: VecDeque<RxMsg>) {
+        for m in msgs {
+            let mut placed = false;
+            while let Some(&t) = self.rx_eligible.front() {
+                if self.ep_has_room(t) {
+                    self.enqueue(t, m.clone());
+                    placed = true;
+                    break;
+                }
+                self.rx_eligible.pop_front();
+                self.set_rx_wait(t, false);
+            }
+            if !placed {
+                self.hold.push_back(m);
+            }
+        }
+    }
+
+    /// The kernel's `kcm_rcv_ready`: an endpoint that may take messages first absorbs the hold
+    /// queue, then parked messages of ready connections in FIFO order, and only if it still has
+    /// room joins the tail of the eligible FIFO (§5.2).
+    pub(super) fn rcv_ready(&mut self, ei: u32) {
+        let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else { return };
+        if e.rx_wait || e.disabled {
+            return;
+        }
+        while self.ep_has_room(ei) {
+            let Some(m) = self.hold.pop_front() else { break };
+            self.enqueue(ei, m);
+        }
+        if !self.hold.is_empty() {
+            return;
+        }
+        while let Some(&ci) = self.ready_conns.front() {
+            let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+                self.ready_conns.pop_front();
+                continue;
+            };
+            let conn = c.id;
+            while self.ep_has_room(ei) {
+                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { break };
+                let Some(data) = c.parked.pop_front() else { break };
+                self.enqueue(ei, RxMsg { data, conn });
+            }
+            let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { break };
+            if !c.parked.is_empty() {
+                return;
+            }
+            c.ready = false;
+            self.ready_conns.pop_front();
+            self.events.push_back(Event::ConnResume(conn));
+        }
+        if self.ep_has_room(ei) {
+            self.rx_eligible.push_back(ei);
+            self.set_rx_wait(ei, true);
+        }
+    }
+
+    fn ep_has_room(&self, ei: u32) -> bool {
+        // Admission: below SO_RCVBUF before adding (§5.1), never while disabled.
+        self.eps
+            .get(ei as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|e| !e.disabled && e.rx_mem < e.rcvbuf)
+    }
+
+    fn enqueue(&mut self, ei: u32, m: RxMsg) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let len = m.data.len();
+        let was_empty = e.rx.is_empty();
+        e.rx_mem += len;
+        e.rx.push_back(m);
+        self.stats.rx_msgs += 1;
+        self.stats.rx_bytes += len as u64;
+        if was_empty {
+            self.events.push_back(Event::Readable(EndpointId(ei)));
+        }
+    }
+
+    /// The endpoint the next message of a pass goes to: the current reservation while it has
+    /// room, else the head of the eligible FIFO (a full one drops out, §5.1).
+    fn steer(&mut self, target: &mut Option<u32>) -> Option<u32> {
+        loop {
+            let t = match *target {
+                Some(t) => t,
+                None => {
+                    let t = self.rx_eligible.pop_front()?;
+                    self.set_rx_wait(t, false);
+                    *target = Some(t);
+                    t
+                }
+            };
+            if self.ep_has_room(t) {
+                return Some(t);
+            }
+            *target = None;
+        }
+    }
+
+    fn set_rx_wait(&mut self, ei: u32, on: bool) {
+        if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
+            e.rx_wait = on;
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Send semantics and transmit scheduling (`kcm-spec.md` §2.2, §5.3, §5.5).
+//!
+//! A completed message is queued on its endpoint. The endpoint reserves one connection — the
+//! head of the available FIFO, or for an addressed message that very connection — and keeps it
+//! until its queue is empty, so nobody else can interleave bytes on that stream. The runtime
+//! writes what [`MuxCore::poll_transmit`] hands out (one vectored write per batch) and reports
+//! back with [`MuxCore::handle_transmit`]: bytes written advance the queue, "would block" waits
+//! for [`MuxCore::write_space`], a hard failure retires the connection for transmit and retries
+//! the message from byte 0 elsewhere.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::{ConnectionId, EndpointId, Event, Kind, MuxCore, DEFAULT_BUF};
+use crate::errno;
+
+/// At most this many messages go into one transmit (one `writev`; the kernel's IOV_MAX is
+/// 1024 and each message may need two slices).
+const MAX_TX_MSGS: usize = 256;
+/// At most this many bytes go into one transmit.
+const MAX_TX_BYTES: usize = 1 << 20;
+
+/// Flags of one send call (the meaningful `MSG_*` bits, §2.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendFlags {
+    /// `MSG_MORE`: on a datagram endpoint, the message continues in the next call.
+    pub more: bool,
+    /// `MSG_EOR`: on a seqpacket endpoint, this call ends the message.
+    pub eor: bool,
+    /// `MSG_BATCH`: queue the completed message but do not start transmitting yet.
+    pub batch: bool,
+}
+
+/// Why a send was refused. Nothing of the call's data was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The endpoint's queued bytes are at or above its send buffer and a new message would
+    /// start (EAGAIN); batched messages were flushed. [`Event::Writable`] follows.
+    #[error("send buffer full")]
+    WouldBlock,
+    /// An error was pending on the endpoint (always EPIPE in KCM); it is now cleared.
+    #[error("endpoint error (errno {0})")]
+    Pending(i32),
+    /// The addressed connection is not attached to this mux (ENOTCONN).
+    #[error("connection is not attached")]
+    NotConnected,
+    /// The addressed connection has stopped transmitting after a failure (EPIPE).
+    #[error("connection can no longer transmit")]
+    ConnectionDead,
+    /// The endpoint does not exist.
+    #[error("no such endpoint")]
+    NoEndpoint,
+}
+
+impl SendError {
+    /// The errno for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            SendError::WouldBlock => errno::EAGAIN,
+            SendError::Pending(e) => *e,
+            SendError::NotConnected => 107, // ENOTCONN
+            SendError::ConnectionDead => errno::EPIPE,
+            SendError::NoEndpoint => 9, // EBADF
+        }
+    }
+}
+
+/// Bytes to write on a connection, in order, with one vectored write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The reserved connection to write on.
+    pub conn: ConnectionId,
+    /// The slices to write (zero-copy views of the queued messages).
+    pub bufs: Vec<Bytes>,
+    /// Total bytes in `bufs`.
+    pub len: usize,
+}
+
+/// What writing a [`Transmit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxResult {
+    /// The socket accepted this many bytes (fewer than `len` means it is full: wait for
+    /// write space).
+    Written(usize),
+    /// The socket accepted nothing (EAGAIN): wait for write space.
+    WouldBlock,
+    /// A hard error (anything but EAGAIN, or a write of 0): retire the connection for
+    /// transmit and retry elsewhere.
+    Failed,
+}
+
+#[derive(Debug)]
+pub(crate) enum Parts {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+#[derive(Debug)]
+pub(crate) struct TxMsg {
+    parts: Parts,
+    pub(super) len: usize,
+    /// Bytes already written on the currently reserved connection.
+    pub(super) sent: usize,
+    pub(super) target: Option<ConnectionId>,
+}
+
+pub(crate) struct EpTx {
+    pub(crate) queue: VecDeque<TxMsg>,
+    pub(crate) queued_bytes: usize,
+    pub(crate) sndbuf: usize,
+    pub(super) open: Option<(Vec<Bytes>, Option<ConnectionId>)>,
+    pub(crate) wait_more: bool,
+    pub(crate) reserved: Option<u32>,
+    pub(crate) writing: Option<usize>,
+    pub(crate) waiting: bool,
+    pub(super) blocked: bool,
+}
+
+impl EpTx {
+    pub(crate) fn new() -> EpTx {
+        EpTx {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            sndbuf: DEFAULT_BUF,
+            open: None,
+            wait_more: false,
+            reserved: None,
+            writing: None,
+            waiting: false,
+            blocked: false,
+        }
+    }
+}
+
+impl TxMsg {
+    fn compatible(&self, conn: ConnectionId) -> bool {
+        self.target.is_none_or(|t| t == conn)
+    }
+}
+
+impl MuxCore {
+    /// Sends (part of) a message on an endpoint (§2.2). Returns the bytes accepted — all of
+    /// `data`, or an error with nothing accepted. `target` addresses a connection (an
+    /// extension); `None` lets the mux pick one, as the kernel does. A message's target is the
+    /// one given with its first part.
+    ///
+    /// On a datagram endpoint an error discards the whole message under construction; on a
+    /// seqpacket endpoint the open message is kept (§2.2).
+    pub fn send(
+        &mut self,
+        ep: EndpointId,
+        data: Bytes,
+        flags: SendFlags,
+        target: Option<ConnectionId>,
+    ) -> Result<usize, SendError> {
+        let kind = self.kind;
+        let check = match self.ep(ep) {
+            None => return Err(SendError::NoEndpoint),
+            Some(e) if e.pending_err.is_some() => Err(SendError::Pending(e.pending_err.unwrap_or(errno::EPIPE))),
+            Some(e) if e.tx.open.is_none() => match target.map(|t| self.conn(t)) {
+                Some(None) => Err(SendError::NotConnected),
+                Some(Some(c)) if c.done => Err(SendError::NotConnected),
+                Some(Some(c)) if c.tx_stopped => Err(SendError::ConnectionDead),
+                _ if e.tx.queued_bytes >= e.tx.sndbuf => Err(SendError::WouldBlock),
+                _ => Ok(()),
+            },
+            Some(_) => Ok(()),
+        };
+        let e = self.ep_mut(ep).ok_or(SendError::NoEndpoint)?;
+        if let Err(err) = check {
+            if let SendError::Pending(_) = err {
+                e.pending_err = None;
+            }
+            if kind == Kind::Datagram {
+                e.tx.open = None;
+            }
+            if err == SendError::WouldBlock {
+                // Flush batched messages before blocking so batching cannot deadlock (§2.2).
+                e.tx.blocked = true;
+                e.tx.wait_more = false;
+                self.kick_tx(ep.0);
+            }
+            return Err(err);
+        }
+        let len = data.len();
+        let (parts, _) = e.tx.open.get_or_insert_with(|| (Vec::new(), target));
+        if len > 0 {
+            parts.push(data);
+        }
+        e.stats.tx_bytes += len as u64;
+        let ends = match kind {
+            Kind::Datagram => !flags.more,
+            Kind::SeqPacket => flags.eor,
+        };
+        if !ends {
+            return Ok(len);
+        }
+        if let Some((mut parts, target)) = e.tx.open.take() {
+            let total: usize = parts.iter().map(Bytes::len).sum();
+            // A zero-length ending send completes the open message; there are no empty
+            // messages (§2.2).
+            if total > 0 {
+                let parts = if parts.len() == 1 {
+                    Parts::One(parts.pop().unwrap_or_default())
+                } else {
+                    Parts::Many(parts)
+                };
+                e.tx.queue.push_back(TxMsg { parts, len: total, sent: 0, target });
+                e.tx.queued_bytes += total;
+                e.stats.tx_msgs += 1;
+            }
+        }
+        if flags.batch {
+            e.tx.wait_more = true;
+        } else {
+            e.tx.wait_more = false;
+            self.kick_tx(ep.0);
+        }
+        Ok(len)
+    }
+
+    /// The next bytes the endpoint must write, if it holds a reservation, has queued bytes and
+    /// is not already writing. Until [`MuxCore::handle_transmit`] is called for it, no other
+    /// transmit is handed out for this endpoint.
+    pub fn poll_transmit(&mut self, ep: EndpointId) -> Option<Transmit> {
+        let ei = ep.0;
+        let e = self.ep(ep)?;
+        if e.tx.writing.is_some() {
+            return None;
+        }
+        let ci = e.tx.reserved?;
+        let conn = self.conns.get(ci as usize)?.as_ref()?.id;
+        let head_ok = e.tx.queue.front().map(|m| m.compatible(conn));
+        match head_ok {
+            None => return None,
+            Some(false) => {
+                // The next message is addressed elsewhere: let this connection go.
+                self.release_reservation(ei);
+                self.kick_tx(ei);
+                return None;
+            }
+            Some(true) => {}
+        }
+        let e = self.ep_mut(ep)?;
+        let mut bufs = Vec::new();
+        let mut len = 0;
+        for m in e.tx.queue.iter().take(MAX_TX_MSGS) {
+            if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
+                break;
+            }
+            let mut skip = m.sent;
+            let slices: &[Bytes] = match &m.parts {
+                Parts::One(b) => std::slice::from_ref(b),
+                Parts::Many(v) => v,
+            };
+            for b in slices {
+                if skip >= b.len() {
+                    skip -= b.len();
+                    continue;
+                }
+                bufs.push(b.slice(skip..));
+                skip = 0;
+            }
+            len += m.len - m.sent;
+        }
+        e.tx.writing = Some(len);
+        // Any write flushes batched messages too (the kernel's kcm_write_msgs clears
+        // tx_wait_more).
+        e.tx.wait_more = false;
+        Some(Transmit { conn, bufs, len })
+    }
+
+    /// Reports what writing the endpoint's last [`Transmit`] on `conn` did.
+    pub fn handle_transmit(&mut self, ep: EndpointId, conn: ConnectionId, result: TxResult) {
+        let ei = ep.0;
+        let Some(e) = self.ep_mut(ep) else { return };
+        let asked = e.tx.writing.take().unwrap_or(0);
+        let still_reserved = e.tx.reserved == Some(conn.index)
+            && self.conn(conn).is_some_and(|c| !c.tx_stopped && !c.done);
+        if !still_reserved {
+            // The reservation was aborted while we wrote (unattach, §3.2 step 5): the message
+            // was already rewound; whatever was written is lost with that connection.
+            self.kick_tx(ei);
+            return;
+        }
+        match result {
+            TxResult::Written(n) => {
+                self.advance(ei, conn, n);
+                let e = match self.ep_mut(ep) {
+                    Some(e) => e,
+                    None => return,
+                };
+                let drained = e.tx.queue.front().is_none_or(|m| !m.compatible(conn));
+                if drained {
+                    self.release_reservation(ei);
+                    self.kick_tx(ei);
+                } else if n >= asked {
+                    self.events.push_back(Event::TxReady(ep));
+                }
+                // n < asked: the socket is full; the runtime calls write_space() later.
+            }
+            TxResult::WouldBlock => {}
+            TxResult::Failed => self.tx_failed(ei, conn),
+        }
+    }
+
+    /// The connection has write space again: its reserving endpoint may continue.
+    pub fn write_space(&mut self, conn: ConnectionId) {
+        if let Some(owner) = self.conn(conn).and_then(|c| c.tx_reserved_by) {
+            self.events.push_back(Event::TxReady(EndpointId(owner)));
+        }
+    }
+
+    /// The endpoint holding the connection's transmit reservation.
+    pub fn tx_reserved_by(&self, conn: ConnectionId) -> Option<EndpointId> {
+        self.conn(conn).and_then(|c| c.tx_reserved_by).map(EndpointId)
+    }
+
+    /// Messages and bytes queued for transmit on the endpoint.
+    pub fn tx_queued(&self, ep: EndpointId) -> Option<(usize, usize)> {
+        self.ep(ep).map(|e| (e.tx.queue.len(), e.tx.queued_bytes))
+    }
+
+    /// Whether a new message could be queued on the endpoint now without blocking.
+    pub fn can_send(&self, ep: EndpointId) -> bool {
+        self.ep(ep).is_some_and(|e| e.pending_err.is_some() || e.tx.open.is_some() || e.tx.queued_bytes < e.tx.sndbuf)
+    }
+
+    fn advance(&mut self, ei: u32, conn: ConnectionId, mut n: usize) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let (mut msgs, mut bytes) = (0u64, 0u64);
+        while n > 0 {
+            let Some(m) = e.tx.queue.front_mut() else { break };
+            let left = m.len - m.sent;
+            if n < left {
+                m.sent += n;
+                bytes += n as u64;
+                break;
+            }
+            n -= left;
+            bytes += left as u64;
+            msgs += 1;
+            e.tx.queued_bytes -= m.len;
+            e.tx.queue.pop_front();
+        }
+        let writable = e.tx.blocked && e.tx.queued_bytes < e.tx.sndbuf;
+        if writable {
+            e.tx.blocked = false;
+            self.events.push_back(Event::Writable(EndpointId(ei)));
+        }
+        self.stats.tx_msgs += msgs;
+        self.stats.tx_bytes += bytes;
+        if let Some(c) = self.conn_mut(conn) {
+            c.stats.tx.tx_msgs += msgs;
+            c.stats.tx.tx_bytes += bytes;
+        }
+    }
+
+    /// A hard write failure (§5.5): the connection stops transmitting for good, the message is
+    /// retried from byte 0 on another connection.
+    fn tx_failed(&mut self, ei: u32, conn: ConnectionId) {
+        self.abort_conn_tx(conn.index);
+        self.retry_elsewhere(ei);
+    }
+
+    /// Marks a connection transmit-dead: EPIPE posted, `tx_aborts` counted, no more
+    /// reservations; endpoints waiting for it specifically are re-scheduled.
+    pub(super) fn abort_conn_tx(&mut self, ci: u32) {
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        if !c.tx_stopped {
+            c.tx_stopped = true;
+            c.stats.tx.tx_aborts += 1;
+            self.events.push_back(Event::ConnError(c.id, errno::EPIPE));
+        }
+        c.tx_avail = false;
+        self.tx_avail.retain(|&x| x != ci);
+        self.abort_waiters(ci);
+    }
+
+    /// Re-schedules the endpoints waiting for this connection specifically; their addressed
+    /// messages are dropped by [`MuxCore::kick_tx`].
+    pub(super) fn abort_waiters(&mut self, ci: u32) {
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        let waiters = std::mem::take(&mut c.addr_waiters);
+        for w in waiters {
+            if let Some(e) = self.eps.get_mut(w as usize).and_then(Option::as_mut) {
+                e.tx.waiting = false;
+            }
+            self.kick_tx(w);
+        }
+    }
+
+    /// The endpoint lost its reservation under it: rewind its head message, count a retry
+    /// and look for another connection.
+    pub(super) fn retry_elsewhere(&mut self, ei: u32) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        if let Some(m) = e.tx.queue.front_mut() {
+            m.sent = 0;
+            self.stats.tx_retries += 1;
+        }
+        self.release_reservation(ei);
+        self.kick_tx(ei);
+    }
+
+    fn release_reservation(&mut self, ei: u32) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        if let Some(ci) = e.tx.reserved.take() {
+            if let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) {
+                c.stats.tx.unreserved += 1;
+            }
+            self.release_conn(ci);
+        }
+    }
+
+    /// A connection nobody holds any more: freed if unattached, else handed to the first
+    /// endpoint waiting for it (addressed first, then any), else appended to the available
+    /// FIFO (§5.3).
+    pub(super) fn release_conn(&mut self, ci: u32) {
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        c.tx_reserved_by = None;
+        if c.done {
+            self.free_conn(ci);
+            return;
+        }
+        if c.tx_stopped {
+            return;
+        }
+        let next = c.addr_waiters.pop_front().or_else(|| self.tx_waiting.pop_front());
+        match next {
+            Some(w) => self.reserve_conn(w, ci),
+            None => {
+                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+                if !c.tx_avail {
+                    c.tx_avail = true;
+                    self.tx_avail.push_back(ci);
+                }
+            }
+        }
+    }
+
+    fn reserve_conn(&mut self, ei: u32, ci: u32) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            // The waiter is gone; give the connection to the next one.
+            self.release_conn(ci);
+            return;
+        };
+        e.tx.reserved = Some(ci);
+        e.tx.waiting = false;
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        c.tx_reserved_by = Some(ei);
+        c.tx_avail = false;
+        c.stats.tx.reserved += 1;
+        self.tx_avail.retain(|&x| x != ci);
+        self.tx_waiting.retain(|&x| x != ei);
+        for c in self.conns.iter_mut().flatten() {
+            c.addr_waiters.retain(|&x| x != ei);
+        }
+        self.events.push_back(Event::TxReady(EndpointId(ei)));
+    }
+
+    /// Makes sure an endpoint with queued messages is transmitting or waiting for a
+    /// connection (the kernel's `kcm_write_msgs` entry / `reserve_psock`).
+    pub(super) fn kick_tx(&mut self, ei: u32) {
+        loop {
+            let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else { return };
+            if e.tx.wait_more {
+                return;
+            }
+            let Some(head) = e.tx.queue.front() else { return };
+            if e.tx.reserved.is_some() {
+                if e.tx.writing.is_none() {
+                    self.events.push_back(Event::TxReady(EndpointId(ei)));
+                }
+                return;
+            }
+            if e.tx.waiting {
+                return;
+            }
+            match head.target {
+                None => {
+                    while let Some(ci) = self.tx_avail.pop_front() {
+                        let ok = self.conns.get_mut(ci as usize).and_then(Option::as_mut).is_some_and(|c| {
+                            c.tx_avail = false;
+                            !c.tx_stopped && !c.done
+                        });
+                        if ok {
+                            self.reserve_conn(ei, ci);
+                            return;
+                        }
+                    }
+                    // No connection: wait (messages queue until one is attached, §5.3).
+                    if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
+                        e.tx.waiting = true;
+                    }
+                    self.tx_waiting.push_back(ei);
+                    return;
+                }
+                Some(t) => {
+                    let usable = self.conn(t).is_some_and(|c| !c.done && !c.tx_stopped);
+                    if !usable {
+                        // Its connection failed or went away: the message cannot be delivered.
+                        self.drop_head(ei);
+                        continue;
+                    }
+                    let avail = self.conn(t).is_some_and(|c| c.tx_avail);
+                    if avail {
+                        self.reserve_conn(ei, t.index);
+                    } else {
+                        if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
+                            e.tx.waiting = true;
+                        }
+                        if let Some(c) = self.conn_mut(t) {
+                            c.addr_waiters.push_back(ei);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_head(&mut self, ei: u32) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        if let Some(m) = e.tx.queue.pop_front() {
+            e.tx.queued_bytes -= m.len;
+            self.stats.tx_addr_drops += 1;
+            if e.tx.blocked && e.tx.queued_bytes < e.tx.sndbuf {
+                e.tx.blocked = false;
+                self.events.push_back(Event::Writable(EndpointId(ei)));
+            }
+        }
+    }
+}

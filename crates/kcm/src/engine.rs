@@ -1,0 +1,127 @@
+//! The background engine thread: progress that no caller is there to make.
+//!
+//! One thread per mux waits in its own epoll, in which every connection is registered *last*
+//! with `EPOLLIN | EPOLLOUT | EPOLLEXCLUSIVE | EPOLLET`. Because exclusive wake-ups go to the
+//! first registered epoll that has a waiter, a connection's new bytes wake a thread blocked in
+//! an endpoint's `recv` whenever there is one, and this thread only when every endpoint thread
+//! is busy. Its other duties: resume a transmit when the socket has write space again (the
+//! kernel's `tx_work`), fire assembly timeouts (the strparser timer), and unattach connections
+//! that [`MuxOptions::drop_failed`](crate::MuxOptions) marked once they are idle.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::conn::WAKER_KEY;
+use crate::shared::Shared;
+use crate::sys::{Epoll, EventFlags, Waker};
+
+pub(crate) struct EngineIo {
+    pub(crate) epoll: Epoll,
+    pub(crate) waker: Waker,
+    timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
+    pub(crate) stop: std::sync::atomic::AtomicBool,
+}
+
+impl EngineIo {
+    pub(crate) fn new() -> io::Result<EngineIo> {
+        let epoll = Epoll::new()?;
+        let waker = Waker::new()?;
+        epoll.add(std::os::fd::AsFd::as_fd(&waker), WAKER_KEY, EventFlags::IN)?;
+        Ok(EngineIo {
+            epoll,
+            waker,
+            timers: Mutex::new(BinaryHeap::new()),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Asks for `key`'s assembly timeout to be checked at `at`.
+    pub(crate) fn add_timer(&self, at: Instant, key: u64) {
+        let mut t = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        let earliest = t.peek().is_none_or(|Reverse((d, _))| at < *d);
+        t.push(Reverse((at, key)));
+        drop(t);
+        if earliest {
+            self.waker.wake();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.timers.lock().unwrap_or_else(PoisonError::into_inner).peek().map(|Reverse((d, _))| *d)
+    }
+
+    fn expired(&self, now: Instant) -> Vec<u64> {
+        let mut t = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        while let Some(Reverse((d, k))) = t.peek().copied() {
+            if d > now {
+                break;
+            }
+            t.pop();
+            out.push(k);
+        }
+        out
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Starts the engine thread for a mux. It holds only a weak reference, so it never keeps the
+/// mux alive, and exits when the mux is torn down.
+pub(crate) fn spawn(io: Arc<EngineIo>, shared: Weak<Shared>) -> io::Result<()> {
+    std::thread::Builder::new().name("kcm-engine".into()).spawn(move || run(&io, &shared))?;
+    Ok(())
+}
+
+fn run(io: &EngineIo, weak: &Weak<Shared>) {
+    let mut evs = Vec::new();
+    loop {
+        if io.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        let mut timeout = io.next_deadline().map(|d| d.saturating_duration_since(now));
+        if let Some(shared) = weak.upgrade() {
+            if shared.has_reaps() {
+                timeout = Some(timeout.map_or(REAP_TICK, |t| t.min(REAP_TICK)));
+            }
+        }
+        if io.epoll.wait(&mut evs, timeout).is_err() {
+            // Only EBADF/EINVAL are possible here, i.e. the mux is gone.
+            return;
+        }
+        if io.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        let mut events = Vec::new();
+        for &(key, flags) in &evs {
+            if key == WAKER_KEY {
+                io.waker.reset();
+                continue;
+            }
+            let Some(conn) = shared.conn_by_key(key) else { continue };
+            if flags.intersects(EventFlags::OUT | EventFlags::ERR | EventFlags::HUP) {
+                shared.write_space(&conn, &mut events);
+            }
+            if flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR) {
+                shared.drive_rx(&conn, None, &mut events);
+            }
+        }
+        for key in io.expired(Instant::now()) {
+            if let Some(conn) = shared.conn_by_key(key) {
+                shared.check_timeout(&conn, &mut events);
+            }
+        }
+        shared.dispatch(events, None);
+        shared.run_reaps();
+    }
+}
+
+const REAP_TICK: Duration = Duration::from_millis(20);

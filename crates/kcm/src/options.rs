@@ -1,0 +1,63 @@
+//! Options of a mux and of an attach.
+
+use std::time::Duration;
+
+/// Options fixed when a mux is created ([`Endpoint::with_options`](crate::Endpoint::with_options)).
+///
+/// ```
+/// use kcm::{Endpoint, Kind, MuxOptions};
+/// let ep = Endpoint::with_options(Kind::Datagram, MuxOptions { drop_failed: true, ..Default::default() })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MuxOptions {
+    /// Unattach (and close kcm's descriptor of) a connection once it has failed — a parser
+    /// error, a read error, end of stream, a transmit abort — and its transmit side is idle.
+    /// The kernel never does this (the application must watch `SO_ERROR` and unattach); servers
+    /// usually want it. Default: `false`, as the kernel.
+    pub drop_failed: bool,
+    /// Size of the read buffer each connection reads into (one `recv` per read pass). Default
+    /// 64 KiB.
+    pub read_size: usize,
+    /// Let the thread that drives a connection take the messages of that read pass for its
+    /// own endpoint when it is receive-eligible (no hand-off to another thread). Default `true`;
+    /// `false` steers strictly by the eligible FIFO, as the kernel.
+    pub prefer_local: bool,
+}
+
+impl Default for MuxOptions {
+    fn default() -> MuxOptions {
+        MuxOptions { drop_failed: false, read_size: 64 * 1024, prefer_local: true }
+    }
+}
+
+/// Per-connection options given at attach time
+/// ([`Endpoint::attach_with`](crate::Endpoint::attach_with)).
+///
+/// By default they come from the socket itself, as in the kernel (`kcm-spec.md` §6.3): the
+/// maximum message size is the socket's `SO_RCVBUF` and the assembly timeout its
+/// `SO_RCVTIMEO`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttachOptions {
+    /// Largest message accepted (EMSGSIZE above). `None`: the socket's receive buffer size.
+    pub max_message_size: Option<usize>,
+    /// Longest time a message may take to arrive, from its first byte (ETIMEDOUT). `None`:
+    /// the socket's receive timeout (none by default).
+    pub timeout: Option<Duration>,
+}
+
+impl AttachOptions {
+    /// Sets the maximum message size.
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.max_message_size = Some(n);
+        self
+    }
+
+    /// Sets the assembly timeout.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+}

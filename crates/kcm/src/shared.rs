@@ -1,0 +1,437 @@
+//! The state one mux shares between its endpoints, its engine thread and whoever drives it.
+//!
+//! Locks, always taken in this order: a connection's `rx` → an endpoint's poll descriptor →
+//! `state` (the sans-IO [`MuxCore`]) → the `conns`/`eps` maps. No syscall that can block is
+//! made under `state`; socket reads and writes happen outside it, and their results are fed
+//! back in (`rx_pass`, `handle_transmit`). Whatever the core asks for afterwards
+//! ([`Event`]s) is acted on by [`Shared::dispatch`] with no lock held.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
+
+use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, TxResult};
+
+use crate::conn::{key, ConnIo, WAKER_KEY};
+use crate::engine::EngineIo;
+use crate::events::{ConnectionEvent, ConnectionEventKind, EventLog};
+use crate::options::MuxOptions;
+use crate::sys::{self, err, Epoll, EventFlags, PollFd, Waker};
+
+/// Per-endpoint I/O: the epoll its blocking calls wait in, the waker others use to hand it
+/// messages, and (once asked for) its pollable descriptor.
+pub(crate) struct EpIo {
+    pub(crate) epoll: Epoll,
+    pub(crate) waker: Waker,
+    pub(crate) pollfd: std::sync::OnceLock<PollFd>,
+}
+
+pub(crate) struct State {
+    pub(crate) core: MuxCore,
+    pub(crate) closed: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) kind: Kind,
+    pub(crate) opts: MuxOptions,
+    pub(crate) state: Mutex<State>,
+    /// Senders blocked on a full send buffer wait here.
+    pub(crate) tx_cv: Condvar,
+    pub(crate) conns: RwLock<HashMap<u64, Arc<ConnIo>>>,
+    pub(crate) eps: RwLock<HashMap<u32, Arc<EpIo>>>,
+    pub(crate) engine: Arc<EngineIo>,
+    pub(crate) log: Mutex<EventLog>,
+    reaps: Mutex<Vec<ConnectionId>>,
+}
+
+/// Connections registered in endpoint epolls are woken one thread at a time, on each new
+/// arrival. (EPOLLEXCLUSIVE allows only IN, OUT, ET and WAKEUP beside it; end of stream shows
+/// as IN.)
+pub(crate) const EP_CONN_FLAGS: EventFlags =
+    EventFlags::IN.union(EventFlags::EXCLUSIVE).union(EventFlags::ET);
+pub(crate) const ENGINE_CONN_FLAGS: EventFlags = EP_CONN_FLAGS.union(EventFlags::OUT);
+
+impl Shared {
+    pub(crate) fn new(kind: Kind, opts: MuxOptions, core: MuxCore, engine: Arc<EngineIo>) -> Shared {
+        Shared {
+            kind,
+            opts,
+            state: Mutex::new(State { core, closed: false }),
+            tx_cv: Condvar::new(),
+            conns: RwLock::new(HashMap::new()),
+            eps: RwLock::new(HashMap::new()),
+            engine,
+            log: Mutex::new(EventLog::default()),
+            reaps: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn conn_by_key(&self, k: u64) -> Option<Arc<ConnIo>> {
+        self.conns.read().unwrap_or_else(PoisonError::into_inner).get(&k).cloned()
+    }
+
+    pub(crate) fn conn_io(&self, id: ConnectionId) -> Option<Arc<ConnIo>> {
+        self.conn_by_key(key(id))
+    }
+
+    pub(crate) fn ep_io(&self, ep: EndpointId) -> Option<Arc<EpIo>> {
+        self.eps.read().unwrap_or_else(PoisonError::into_inner).get(&ep.0).cloned()
+    }
+
+    pub(crate) fn all_conns(&self) -> Vec<Arc<ConnIo>> {
+        self.conns.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    pub(crate) fn drain(core: &mut MuxCore, out: &mut Vec<Event>) {
+        while let Some(e) = core.poll_event() {
+            out.push(e);
+        }
+    }
+
+    fn log_event(&self, conn: ConnectionId, kind: ConnectionEventKind) {
+        let errno = kind.errno();
+        if errno != 0 {
+            if let Some(io) = self.conn_io(conn) {
+                io.post_error(errno);
+            }
+        }
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(ConnectionEvent { conn, kind });
+        if self.opts.drop_failed {
+            let mut r = self.reaps.lock().unwrap_or_else(PoisonError::into_inner);
+            if !r.contains(&conn) {
+                r.push(conn);
+            }
+            drop(r);
+            self.engine.waker.wake();
+        }
+    }
+
+    /// Acts on what the core asked for. `me` is the endpoint whose thread is calling (it
+    /// needs no wake-up). Handling an event may produce more (a resumed connection delivers,
+    /// a released connection is handed on); they are handled in the same loop.
+    pub(crate) fn dispatch(&self, mut events: Vec<Event>, me: Option<EndpointId>) {
+        let mut i = 0;
+        while i < events.len() {
+            match events[i] {
+                Event::Readable(ep) => {
+                    if let Some(io) = self.ep_io(ep) {
+                        if Some(ep) != me {
+                            io.waker.wake();
+                        }
+                        self.sync_pollfd(ep, &io);
+                    }
+                }
+                Event::Writable(ep) => {
+                    self.tx_cv.notify_all();
+                    if let Some(io) = self.ep_io(ep) {
+                        self.sync_pollfd(ep, &io);
+                    }
+                }
+                Event::TxReady(ep) => self.pump_tx(ep, &mut events),
+                Event::ConnResume(c) => {
+                    if let Some(io) = self.conn_io(c) {
+                        io.paused.store(false, Ordering::Release);
+                        self.drive_rx(&io, me, &mut events);
+                    }
+                }
+                Event::ConnError(c, _) => self.log_event(c, ConnectionEventKind::TxAborted),
+                Event::ConnReleased(c) => {
+                    // kcm's descriptor closes when the last reference drops.
+                    self.conns.write().unwrap_or_else(PoisonError::into_inner).remove(&key(c));
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Brings an endpoint's pollable descriptor up to date, if it has one.
+    pub(crate) fn sync_pollfd(&self, ep: EndpointId, io: &EpIo) {
+        let Some(pfd) = io.pollfd.get() else { return };
+        let mut cur = pfd.lock();
+        let (readable, writable) = {
+            let st = self.lock();
+            let queued = st.core.rx_queued(ep).is_some_and(|(n, _)| n > 0);
+            let err = st.core.has_endpoint_error(ep);
+            (queued || err || st.closed, st.core.can_send(ep) || st.closed)
+        };
+        pfd.set(&mut cur, readable, writable);
+    }
+
+    /// Writes one transmit of the endpoint, if it has one (any thread may do this for any
+    /// endpoint; the core hands out one transmit per endpoint at a time).
+    pub(crate) fn pump_tx(&self, ep: EndpointId, events: &mut Vec<Event>) {
+        let (job, io) = {
+            let mut st = self.lock();
+            let job = st.core.poll_transmit(ep);
+            Self::drain(&mut st.core, events);
+            match job {
+                Some(job) => {
+                    let io = self.conn_io(job.conn);
+                    (job, io)
+                }
+                None => return,
+            }
+        };
+        let result = match &io {
+            None => TxResult::Failed,
+            Some(io) => match sys::send_vectored(io.fd(), &job.bufs) {
+                Ok(0) if job.len > 0 => TxResult::Failed,
+                Ok(n) => TxResult::Written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => TxResult::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => TxResult::Written(0),
+                Err(_) => TxResult::Failed,
+            },
+        };
+        let mut st = self.lock();
+        st.core.handle_transmit(ep, job.conn, result);
+        Self::drain(&mut st.core, events);
+    }
+
+    /// The engine saw write space on a connection.
+    pub(crate) fn write_space(&self, io: &ConnIo, events: &mut Vec<Event>) {
+        let mut st = self.lock();
+        st.core.write_space(io.id);
+        Self::drain(&mut st.core, events);
+    }
+
+    /// Reads and parses a connection until it would block, is paused or fails, delivering each
+    /// read pass's messages in one go. Several threads may be woken for one connection; one
+    /// drives it, the others leave a note (`notified`) that makes the driver go round again, so
+    /// no readiness is ever lost.
+    pub(crate) fn drive_rx(&self, io: &ConnIo, prefer: Option<EndpointId>, events: &mut Vec<Event>) {
+        let prefer = if self.opts.prefer_local { prefer } else { None };
+        io.notified.store(true, Ordering::SeqCst);
+        while io.notified.load(Ordering::SeqCst) {
+            let Ok(mut rx) = io.rx.try_lock() else { return };
+            while io.notified.swap(false, Ordering::SeqCst) {
+                self.read_passes(io, &mut rx, prefer, events);
+            }
+        }
+    }
+
+    fn read_passes(
+        &self,
+        io: &ConnIo,
+        rx: &mut crate::conn::RxState,
+        prefer: Option<EndpointId>,
+        events: &mut Vec<Event>,
+    ) {
+        let mut msgs = Vec::new();
+        loop {
+            if rx.done || io.is_paused() || io.unattaching.load(Ordering::Acquire) {
+                return;
+            }
+            let buf = rx.strp.recv_buf();
+            let want = buf.capacity() - buf.len();
+            let n = match sys::recv_into(io.fd(), buf, want) {
+                Ok(0) => {
+                    if !rx.eof {
+                        rx.eof = true;
+                        self.log_event(io.id, ConnectionEventKind::PeerClosed);
+                    }
+                    self.stop_rx(io, rx);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    rx.strp.shrink();
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.stop_rx(io, rx);
+                    self.log_event(io.id, ConnectionEventKind::ReadError(e.raw_os_error().unwrap_or(err::EPIPE)));
+                    return;
+                }
+            };
+            rx.strp.handle_recv(n, Instant::now());
+            loop {
+                match rx.strp.next_message() {
+                    Ok(Some(m)) => msgs.push(m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.stop_rx(io, rx);
+                        self.log_event(io.id, ConnectionEventKind::ParserError(e));
+                        break;
+                    }
+                }
+            }
+            if !msgs.is_empty() {
+                let mut st = self.lock();
+                let out = st.core.rx_pass(io.id, msgs.drain(..), prefer);
+                if out.parked > 0 {
+                    io.paused.store(true, Ordering::Release);
+                }
+                Self::drain(&mut st.core, events);
+            }
+            self.arm_timer(io, rx);
+            if n < want {
+                // A short read drained the socket; with edge-triggered epoll the next arrival
+                // brings a new wake-up.
+                return;
+            }
+        }
+    }
+
+    fn arm_timer(&self, io: &ConnIo, rx: &mut crate::conn::RxState) {
+        let d = rx.strp.poll_timeout();
+        if d != rx.armed {
+            rx.armed = d;
+            if let Some(d) = d {
+                self.engine.add_timer(d, io.key());
+            }
+        }
+    }
+
+    /// The engine's timer for this connection fired (maybe for an old deadline).
+    pub(crate) fn check_timeout(&self, io: &ConnIo, _events: &mut Vec<Event>) {
+        let mut rx = io.lock_rx();
+        if rx.done {
+            return;
+        }
+        match rx.strp.handle_timeout(Instant::now()) {
+            Err(e) => {
+                self.stop_rx(io, &mut rx);
+                self.log_event(io.id, ConnectionEventKind::ParserError(e));
+            }
+            Ok(()) => {
+                rx.armed = None;
+                self.arm_timer(io, &mut rx);
+            }
+        }
+    }
+
+    /// Stops receiving on a connection for good: nobody is woken for it any more (its
+    /// transmit side, registered with the engine, keeps working).
+    fn stop_rx(&self, io: &ConnIo, rx: &mut crate::conn::RxState) {
+        rx.done = true;
+        rx.armed = None;
+        for ep in self.eps.read().unwrap_or_else(PoisonError::into_inner).values() {
+            let _ = ep.epoll.delete(io.fd());
+        }
+    }
+
+    /// Registers a connection in every endpoint epoll, then in the engine's (last, so that
+    /// endpoint threads are woken first; see the engine docs).
+    pub(crate) fn register_conn(&self, io: &ConnIo) -> io::Result<()> {
+        for ep in self.eps.read().unwrap_or_else(PoisonError::into_inner).values() {
+            ep.epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
+        }
+        self.engine.epoll.add(io.fd(), io.key(), ENGINE_CONN_FLAGS)
+    }
+
+    pub(crate) fn deregister_conn(&self, io: &ConnIo) {
+        for ep in self.eps.read().unwrap_or_else(PoisonError::into_inner).values() {
+            let _ = ep.epoll.delete(io.fd());
+        }
+        let _ = self.engine.epoll.delete(io.fd());
+    }
+
+    /// A new endpoint's epoll: its waker plus every connection still receiving; the engine's
+    /// registrations are renewed so that it stays last in each wait queue.
+    pub(crate) fn new_ep_io(&self) -> io::Result<EpIo> {
+        let epoll = Epoll::new()?;
+        let waker = Waker::new()?;
+        epoll.add(waker.as_fd(), WAKER_KEY, EventFlags::IN)?;
+        for io in self.all_conns() {
+            if io.rx.try_lock().map(|rx| rx.done).unwrap_or(false) {
+                continue;
+            }
+            epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
+            let _ = self.engine.epoll.delete(io.fd());
+            self.engine.epoll.add(io.fd(), io.key(), ENGINE_CONN_FLAGS)?;
+        }
+        Ok(EpIo {
+            epoll,
+            waker,
+            pollfd: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn has_reaps(&self) -> bool {
+        !self.reaps.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Unattaches the failed connections whose transmit side is idle ([`MuxOptions::drop_failed`]).
+    pub(crate) fn run_reaps(&self) {
+        let pending: Vec<ConnectionId> = std::mem::take(&mut *self.reaps.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut keep = Vec::new();
+        for c in pending {
+            let busy = {
+                let st = self.lock();
+                st.core.tx_reserved_by(c).is_some()
+            };
+            if busy {
+                keep.push(c);
+                continue;
+            }
+            if self.unattach(c).is_ok() {
+                self.log.lock().unwrap_or_else(PoisonError::into_inner).push(ConnectionEvent {
+                    conn: c,
+                    kind: ConnectionEventKind::Dropped,
+                });
+            }
+        }
+        if !keep.is_empty() {
+            self.reaps.lock().unwrap_or_else(PoisonError::into_inner).extend(keep);
+        }
+    }
+
+    /// Unattaches a connection (`kcm-spec.md` §3.2); returns the bytes it had received but not
+    /// delivered.
+    pub(crate) fn unattach(&self, id: ConnectionId) -> io::Result<bytes::Bytes> {
+        let io = self.conn_io(id).ok_or_else(|| sys::os_err(err::ENOENT))?;
+        if io.unattaching.swap(true, Ordering::AcqRel) {
+            return Err(sys::os_err(err::EALREADY));
+        }
+        self.deregister_conn(&io);
+        // Wait for a thread that may be reading it right now.
+        let mut rx = io.lock_rx();
+        rx.done = true;
+        let leftover = rx.strp.take_unparsed();
+        let pstats = *rx.strp.stats();
+        drop(rx);
+        let mut events = Vec::new();
+        {
+            let mut st = self.lock();
+            st.core.unattach(id, pstats).map_err(|e| sys::os_err(e.errno()))?;
+            Self::drain(&mut st.core, &mut events);
+        }
+        crate::registry::lock().attached.remove(&io.sock);
+        self.dispatch(events, None);
+        Ok(leftover)
+    }
+}
+
+/// Tears a mux down after its last endpoint closed (§3.4 step 5): every connection is
+/// unattached, the counters are folded into the process totals, the engine stops.
+pub(crate) fn teardown(shared: &Arc<Shared>) {
+    for io in shared.all_conns() {
+        if !io.unattaching.load(Ordering::Acquire) {
+            let _ = shared.unattach(io.id);
+        }
+    }
+    // Whatever is still there was released by the core already or is being unattached.
+    for io in shared.all_conns() {
+        crate::registry::lock().attached.remove(&io.sock);
+        shared.deregister_conn(&io);
+    }
+    shared.conns.write().unwrap_or_else(PoisonError::into_inner).clear();
+    let (mux, conn) = {
+        let st = shared.lock();
+        (*st.core.stats(), *st.core.aggregate_conn_stats())
+    };
+    let mut reg = crate::registry::lock();
+    reg.dead_mux += mux;
+    reg.dead_conn += conn;
+    reg.muxes.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(shared)));
+    drop(reg);
+    shared.engine.shutdown();
+}

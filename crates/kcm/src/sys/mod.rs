@@ -1,0 +1,198 @@
+//! Every system call the runtime makes, in one place (the mio model).
+//!
+//! The calls go through [`rustix`], which wraps the raw syscalls safely; the only `unsafe`
+//! left is telling a [`BytesMut`] how many bytes the kernel wrote into its spare capacity.
+//! Sockets are never switched to non-blocking mode: the connection's file description is
+//! shared with the application's own descriptor, and flipping `O_NONBLOCK` on it would change
+//! the application's socket too. Every read and write passes `MSG_DONTWAIT` instead, and every
+//! write passes `MSG_NOSIGNAL` so a reset peer cannot kill the process with SIGPIPE
+//! (`kcm-spec.md` §13 question 5).
+
+mod pollfd;
+pub(crate) use pollfd::PollFd;
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustix::event::epoll;
+use rustix::net::{AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags, SocketType};
+
+pub(crate) use rustix::event::epoll::EventFlags;
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// An epoll instance.
+#[derive(Debug)]
+pub(crate) struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Epoll> {
+        epoll::create(epoll::CreateFlags::CLOEXEC).map(Epoll).map_err(errno)
+    }
+
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: u64, flags: EventFlags) -> io::Result<()> {
+        epoll::add(&self.0, fd, epoll::EventData::new_u64(key), flags).map_err(errno)
+    }
+
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        epoll::delete(&self.0, fd).map_err(errno)
+    }
+
+    /// Waits for events; `None` waits forever. Returns the (key, flags) pairs. EINTR counts as
+    /// no events.
+    pub(crate) fn wait(
+        &self,
+        out: &mut Vec<(u64, EventFlags)>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        out.clear();
+        let mut evs: Vec<epoll::Event> = Vec::with_capacity(64);
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos().into(),
+        });
+        match epoll::wait(&self.0, rustix::buffer::spare_capacity(&mut evs), ts.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok(()),
+            Err(e) => return Err(errno(e)),
+        }
+        out.extend(evs.iter().map(|e| (e.data.u64(), e.flags)));
+        Ok(())
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// An eventfd used to wake a thread blocked in an epoll that contains it.
+#[derive(Debug)]
+pub(crate) struct Waker(OwnedFd);
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        use rustix::event::EventfdFlags;
+        rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map(Waker)
+            .map_err(errno)
+    }
+
+    pub(crate) fn wake(&self) {
+        // A full counter (EAGAIN) still means "readable": nothing to do on error.
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+    }
+
+    pub(crate) fn reset(&self) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&self.0, &mut b);
+    }
+}
+
+impl AsFd for Waker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Reads from a stream socket into the spare capacity of `buf` (at most `max` bytes) without
+/// blocking. `Ok(0)` is end of stream.
+pub(crate) fn recv_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let n = spare.len().min(max);
+    let ((init, _), _) = rustix::net::recv(fd, &mut spare[..n], RecvFlags::DONTWAIT).map_err(errno)?;
+    let got = init.len();
+    // SAFETY: `recv` initialised the first `got` bytes of the spare capacity (rustix returns
+    // exactly the initialised prefix), so the buffer's length may grow by `got`.
+    unsafe { buf.set_len(buf.len() + got) };
+    Ok(got)
+}
+
+/// Writes the slices in order with one `sendmsg`, without blocking and without SIGPIPE.
+pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[Bytes]) -> io::Result<usize> {
+    const IOV_MAX: usize = 1024;
+    let iov: Vec<IoSlice<'_>> = bufs.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+    let mut control = SendAncillaryBuffer::default();
+    rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+        .map_err(errno)
+}
+
+/// What attach needs to know about a socket, checked in the kernel's order (§3.1).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SockInfo {
+    pub(crate) inode: u64,
+    pub(crate) dev: u64,
+    pub(crate) rcvbuf: usize,
+    pub(crate) rcvtimeo: Option<Duration>,
+}
+
+/// The errno values attach reports, as the kernel does.
+pub(crate) mod err {
+    pub(crate) const ENOENT: i32 = 2;
+    pub(crate) const EBADF: i32 = 9;
+    pub(crate) const EPIPE: i32 = 32;
+    pub(crate) const EOPNOTSUPP: i32 = 95;
+    pub(crate) const EALREADY: i32 = 114;
+}
+
+pub(crate) fn os_err(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// Checks that `fd` can be attached: a connected TCP (IPv4/IPv6) or Unix stream socket that
+/// is not listening. Errors follow `kcm-spec.md` §3.1: not a socket → ENOENT, wrong family or
+/// protocol, listening or closed → EOPNOTSUPP.
+pub(crate) fn check_attachable(fd: BorrowedFd<'_>) -> io::Result<SockInfo> {
+    let family = rustix::net::sockopt::socket_domain(fd).map_err(|_| os_err(err::ENOENT))?;
+    let ty = rustix::net::sockopt::socket_type(fd).map_err(|_| os_err(err::ENOENT))?;
+    let stream_ok = match family {
+        AddressFamily::INET | AddressFamily::INET6 => {
+            let proto = rustix::net::sockopt::socket_protocol(fd).map_err(errno)?;
+            ty == SocketType::STREAM && proto == Some(rustix::net::ipproto::TCP)
+        }
+        // Extension: Unix stream sockets carry a byte stream just like TCP.
+        AddressFamily::UNIX => ty == SocketType::STREAM,
+        _ => false,
+    };
+    if !stream_ok {
+        return Err(os_err(err::EOPNOTSUPP));
+    }
+    if rustix::net::sockopt::socket_acceptconn(fd).map_err(errno)? {
+        return Err(os_err(err::EOPNOTSUPP));
+    }
+    // A closed (or never connected) stream socket has no peer.
+    match rustix::net::getpeername(fd) {
+        Ok(Some(_)) => {}
+        Ok(None) if family == AddressFamily::UNIX => {}
+        _ => return Err(os_err(err::EOPNOTSUPP)),
+    }
+    let st = rustix::fs::fstat(fd).map_err(errno)?;
+    let rcvbuf = rustix::net::sockopt::socket_recv_buffer_size(fd).map_err(errno)?;
+    let rcvtimeo = rustix::net::sockopt::socket_timeout(fd, rustix::net::sockopt::Timeout::Recv)
+        .map_err(errno)?;
+    Ok(SockInfo { inode: st.st_ino, dev: st.st_dev, rcvbuf, rcvtimeo })
+}
+
+/// The socket's identity (device, inode), to find it again by any descriptor.
+pub(crate) fn sock_identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd).map_err(|_| os_err(err::ENOENT))?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// A new descriptor for the same socket, close-on-exec, so the connection outlives the
+/// application's descriptor while attached (§3.1).
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(errno)
+}
+
+/// Bytes waiting in the socket's receive queue (SIOCINQ) and unsent bytes in its send queue
+/// (SIOCOUTQ), for `/proc/net/kcm`. Zero where unknown.
+pub(crate) fn queue_lengths(fd: BorrowedFd<'_>) -> (i64, i64) {
+    let inq = rustix::io::ioctl_fionread(fd).map(|n| n as i64).unwrap_or(0);
+    (inq, 0)
+}
