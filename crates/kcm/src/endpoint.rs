@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, SendError, SendFlags};
+use kcm_core::mux::{ConnectionId, EndpointId, Kind, MuxCore, SendError, SendFlags};
 use kcm_core::stats::{ConnStats, EndpointStats, MuxStats};
 use kcm_core::strparser::{StrConfig, StrParser};
 use kcm_core::Parser;
@@ -641,7 +641,8 @@ impl Drop for Endpoint {
             self.shared.eps.write().unwrap_or_else(PoisonError::into_inner).remove(&self.id.0);
             last
         };
-        self.shared.dispatch(events.drain(..).filter(|e| !matches!(e, Event::Readable(_))).collect(), None);
+        // Requeued messages wake the endpoints they moved to.
+        self.shared.dispatch(events, None);
         self.shared.tx_cv.notify_all();
         if last {
             crate::shared::teardown(&self.shared);
