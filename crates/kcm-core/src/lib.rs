@@ -12,7 +12,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod length_field;
+pub mod mqtt;
 pub mod parser;
+pub mod presets;
+pub mod proc;
+pub mod spec;
 pub mod stats;
+pub mod strparser;
 
+pub use length_field::{ByteOrder, LengthField, LengthFieldBuilder, LengthFieldError, TooLong};
+pub use mqtt::Mqtt;
 pub use parser::{errno, Parse, Parser};
+pub use spec::{parse_spec, SpecError};
+pub use strparser::{StrConfig, StrError, StrParser};
+pub mod mux;

@@ -272,11 +272,11 @@ impl Shared {
                 Self::drain(&mut st.core, events);
             }
             self.arm_timer(io, rx);
-            if n < want {
-                // A short read drained the socket; with edge-triggered epoll the next arrival
-                // brings a new wake-up.
-                return;
-            }
+            // No early return on a short read: with edge-triggered epoll, a FIN or RST that
+            // arrived together with the last bytes shares their single wake-up, and a short
+            // read returns the bytes without reporting it. Only WouldBlock (or end of stream)
+            // proves that nothing is left behind the edge (tests/receive.rs,
+            // peer_close_mid_message_posts_epipe_and_delivers_nothing_partial).
         }
     }
 
@@ -294,6 +294,14 @@ impl Shared {
     pub(crate) fn check_timeout(&self, io: &ConnIo, _events: &mut Vec<Event>) {
         let mut rx = io.lock_rx();
         if rx.done {
+            return;
+        }
+        if io.is_paused() {
+            // Backpressure, not the peer, is holding the message back: the bytes of the next
+            // message cannot arrive while kcm does not read. Restart its clock.
+            rx.strp.restart_timer(Instant::now());
+            rx.armed = None;
+            self.arm_timer(io, &mut rx);
             return;
         }
         match rx.strp.handle_timeout(Instant::now()) {
