@@ -181,12 +181,14 @@ impl Shared {
         };
         let result = match &io {
             None => TxResult::Failed,
-            Some(io) => match sys::send_vectored(io.fd(), &job.bufs) {
-                Ok(0) if job.len > 0 => TxResult::Failed,
-                Ok(n) => TxResult::Written(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => TxResult::WouldBlock,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => TxResult::Written(0),
-                Err(_) => TxResult::Failed,
+            Some(io) => loop {
+                break match sys::send_vectored(io.fd(), &job.bufs) {
+                    Ok(0) if job.len > 0 => TxResult::Failed,
+                    Ok(n) => TxResult::Written(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => TxResult::WouldBlock,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => TxResult::Failed,
+                };
             },
         };
         let mut st = self.lock();

@@ -36,9 +36,9 @@
 
 mod rx;
 mod snapshot;
-mod tx;
 #[cfg(test)]
 mod tests;
+mod tx;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,7 +47,7 @@ use bytes::Bytes;
 
 use crate::stats::{ConnStats, EndpointStats, MuxStats};
 
-pub use rx::RecvRead;
+pub use rx::{PassOutcome, RecvRead};
 pub use tx::{SendError, SendFlags, Transmit, TxResult};
 
 /// The kernel's default `net.core.rmem_default` / `wmem_default`: the receive and send buffer
@@ -100,8 +100,11 @@ pub enum Event {
     ConnResume(ConnectionId),
     /// Post this errno on the connection (KCM posts EPIPE on transmit aborts, §3.6).
     ConnError(ConnectionId, i32),
-    /// The endpoint's last reference to the connection is gone after an unattach while it was
-    /// reserved: the runtime may now release the socket.
+    /// An unattached connection is no longer used by the core: the runtime may now release
+    /// the socket. Emitted exactly once per successful [`MuxCore::unattach`]: at once if no
+    /// endpoint held the connection for transmit, else when the holder lets go of it — which,
+    /// if a [`Transmit`] on it is being written, is when that write is reported with
+    /// [`MuxCore::handle_transmit`] (§3.2 step 5).
     ConnReleased(ConnectionId),
 }
 
@@ -264,14 +267,23 @@ impl MuxCore {
     /// messages move to other endpoints or the hold queue. Returns `true` when it was the last
     /// endpoint: the mux is then finished and the runtime unattaches every connection.
     pub fn close_endpoint(&mut self, ep: EndpointId) -> Result<bool, MuxError> {
-        let e = self.eps.get_mut(ep.0 as usize).and_then(Option::take).ok_or(MuxError::NoEndpoint)?;
+        let e = self
+            .eps
+            .get_mut(ep.0 as usize)
+            .and_then(Option::take)
+            .ok_or(MuxError::NoEndpoint)?;
         self.rx_eligible.retain(|&x| x != ep.0);
         self.tx_waiting.retain(|&x| x != ep.0);
         for c in self.conns.iter_mut().flatten() {
             c.addr_waiters.retain(|&x| x != ep.0);
         }
         if let Some(ci) = e.tx.reserved {
+            // Bytes of a message may be on the wire: the stream can never carry another
+            // message (§3.4 step 3). A transmit the runtime is still writing is abandoned.
             self.abort_conn_tx(ci);
+            if let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) {
+                c.stats.tx.unreserved += 1;
+            }
             self.release_conn(ci);
         }
         let last = self.endpoint_count() == 0;
@@ -305,7 +317,12 @@ impl MuxCore {
     /// The ids of the attached connections, in index order (ones already unattached but still
     /// reserved for transmit are left out).
     pub fn connections(&self) -> Vec<ConnectionId> {
-        self.conns.iter().flatten().filter(|c| !c.done).map(|c| c.id).collect()
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| !c.done)
+            .map(|c| c.id)
+            .collect()
     }
 
     /// Attaches a connection (`SIOCKCMATTACH`, §3.1): it gets the lowest free index and becomes
@@ -313,7 +330,10 @@ impl MuxCore {
     pub fn attach(&mut self) -> ConnectionId {
         let i = lowest_free(&mut self.conns);
         self.next_gen = self.next_gen.wrapping_add(1);
-        let id = ConnectionId { index: i as u32, gen: self.next_gen };
+        let id = ConnectionId {
+            index: i as u32,
+            gen: self.next_gen,
+        };
         self.conns[i] = Some(Conn {
             id,
             parked: VecDeque::new(),
@@ -333,8 +353,11 @@ impl MuxCore {
     /// Unattaches a connection (`SIOCKCMUNATTACH`, §3.2). Parked messages are dropped
     /// (`rx_ready_drops`); a transmit reservation is aborted and its owner retries elsewhere.
     /// `parser` is the connection's final stream-parser statistics, folded into the mux
-    /// aggregates. Returns whether the connection was reserved (the runtime must then keep the
-    /// socket until [`Event::ConnReleased`]).
+    /// aggregates when the connection is released. Returns whether the connection was reserved
+    /// for transmit. Either way the runtime keeps the socket until [`Event::ConnReleased`]
+    /// (already queued when nobody held it, or when the holder was not writing on it); until
+    /// then a second unattach fails with [`MuxError::AlreadyUnattaching`] and receive passes
+    /// on it deliver nothing.
     pub fn unattach(
         &mut self,
         conn: ConnectionId,
@@ -349,6 +372,7 @@ impl MuxCore {
         c.stats.parser = parser;
         let dropped = c.parked.len() as u64;
         c.parked.clear();
+        c.ready = false;
         let reserved = c.tx_reserved_by;
         self.stats.rx_ready_drops += dropped;
         self.ready_conns.retain(|&x| x != ci);
@@ -359,7 +383,17 @@ impl MuxCore {
                 self.stats.psock_unattach_rsvd += 1;
                 // Bytes of a message may be on the wire: abort and retry elsewhere (§3.2).
                 self.abort_conn_tx(ci);
-                self.retry_elsewhere(owner);
+                // If the runtime is writing on the socket right now, the holder keeps the
+                // connection until that write is reported (`handle_transmit` then retries);
+                // releasing it here would let the runtime close a socket still in use.
+                let writing = self
+                    .eps
+                    .get(owner as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.tx.writing.is_some());
+                if !writing {
+                    self.retry_elsewhere(owner);
+                }
             }
             None => {
                 // Endpoints waiting for this very connection must give up their message.
@@ -381,7 +415,7 @@ impl MuxCore {
         &self.agg_conn
     }
 
-    /// The transmit counters of a live connection.
+    /// The counters of a connection not yet released (see [`Event::ConnReleased`]).
     pub fn conn_stats(&self, conn: ConnectionId) -> Option<ConnStats> {
         self.conn(conn).map(|c| c.stats)
     }
@@ -422,6 +456,8 @@ impl MuxCore {
         let e = self.ep_mut(ep).ok_or(MuxError::NoEndpoint)?;
         e.tx.sndbuf = bytes.max(1);
         if e.tx.queued_bytes < e.tx.sndbuf {
+            // The sender is told now: no second wake-up when the queue drains.
+            e.tx.blocked = false;
             self.events.push_back(Event::Writable(ep));
         }
         Ok(())
@@ -466,11 +502,17 @@ impl MuxCore {
     }
 
     pub(crate) fn conn(&self, id: ConnectionId) -> Option<&Conn> {
-        self.conns.get(id.index as usize).and_then(Option::as_ref).filter(|c| c.id == id)
+        self.conns
+            .get(id.index as usize)
+            .and_then(Option::as_ref)
+            .filter(|c| c.id == id)
     }
 
     pub(crate) fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Conn> {
-        self.conns.get_mut(id.index as usize).and_then(Option::as_mut).filter(|c| c.id == id)
+        self.conns
+            .get_mut(id.index as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
     }
 
     fn free_conn(&mut self, ci: u32) {

@@ -47,7 +47,10 @@ impl MuxCore {
         prefer: Option<EndpointId>,
     ) -> PassOutcome {
         let mut out = PassOutcome::default();
-        let Some(c) = self.conn(conn) else { return out };
+        // An unattached connection delivers nothing, even while a writer still holds it.
+        let Some(c) = self.conn(conn).filter(|c| !c.done) else {
+            return out;
+        };
         let mut paused = !c.parked.is_empty();
         let mut target: Option<u32> = None;
         if let Some(p) = prefer {
@@ -60,7 +63,7 @@ impl MuxCore {
         for data in msgs {
             if !paused {
                 if let Some(t) = self.steer(&mut target) {
-                    self.enqueue(t, RxMsg { data, conn });
+                    self.deliver(t, RxMsg { data, conn });
                     out.delivered += 1;
                     continue;
                 }
@@ -94,20 +97,44 @@ impl MuxCore {
         let n = full_len.min(max);
         let conn = front.conn;
         if peek {
-            return Some(RecvRead { data: front.data.slice(..n), conn, eor: false, trunc: false, full_len });
+            return Some(RecvRead {
+                data: front.data.slice(..n),
+                conn,
+                eor: false,
+                trunc: false,
+                full_len,
+            });
         }
         let read = if n == full_len {
             let m = e.rx.pop_front()?;
             e.rx_mem -= full_len;
-            RecvRead { data: m.data, conn, eor: true, trunc: false, full_len }
+            RecvRead {
+                data: m.data,
+                conn,
+                eor: true,
+                trunc: false,
+                full_len,
+            }
         } else if kind == Kind::Datagram {
             let m = e.rx.pop_front()?;
             e.rx_mem -= full_len;
-            RecvRead { data: m.data.slice(..n), conn, eor: true, trunc: true, full_len }
+            RecvRead {
+                data: m.data.slice(..n),
+                conn,
+                eor: true,
+                trunc: true,
+                full_len,
+            }
         } else {
             let data = front.data.split_to(n);
             e.rx_mem -= n;
-            RecvRead { data, conn, eor: false, trunc: false, full_len }
+            RecvRead {
+                data,
+                conn,
+                eor: false,
+                trunc: false,
+                full_len,
+            }
         };
         e.stats.rx_bytes += n as u64;
         if read.eor {
@@ -178,12 +205,16 @@ impl MuxCore {
     /// queue, then parked messages of ready connections in FIFO order, and only if it still has
     /// room joins the tail of the eligible FIFO (§5.2).
     pub(super) fn rcv_ready(&mut self, ei: u32) {
-        let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else { return };
+        let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else {
+            return;
+        };
         if e.rx_wait || e.disabled {
             return;
         }
         while self.ep_has_room(ei) {
-            let Some(m) = self.hold.pop_front() else { break };
+            let Some(m) = self.hold.pop_front() else {
+                break;
+            };
             self.enqueue(ei, m);
         }
         if !self.hold.is_empty() {
@@ -196,11 +227,17 @@ impl MuxCore {
             };
             let conn = c.id;
             while self.ep_has_room(ei) {
-                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { break };
-                let Some(data) = c.parked.pop_front() else { break };
-                self.enqueue(ei, RxMsg { data, conn });
+                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+                    break;
+                };
+                let Some(data) = c.parked.pop_front() else {
+                    break;
+                };
+                self.deliver(ei, RxMsg { data, conn });
             }
-            let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { break };
+            let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+                break;
+            };
             if !c.parked.is_empty() {
                 return;
             }
@@ -222,14 +259,22 @@ impl MuxCore {
             .is_some_and(|e| !e.disabled && e.rx_mem < e.rcvbuf)
     }
 
+    /// Queues a message coming from a connection: the first time it reaches an endpoint, so
+    /// the mux counts it (a later requeue moves it without counting it again).
+    fn deliver(&mut self, ei: u32, m: RxMsg) {
+        self.stats.rx_msgs += 1;
+        self.stats.rx_bytes += m.data.len() as u64;
+        self.enqueue(ei, m);
+    }
+
     fn enqueue(&mut self, ei: u32, m: RxMsg) {
-        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return;
+        };
         let len = m.data.len();
         let was_empty = e.rx.is_empty();
         e.rx_mem += len;
         e.rx.push_back(m);
-        self.stats.rx_msgs += 1;
-        self.stats.rx_bytes += len as u64;
         if was_empty {
             self.events.push_back(Event::Readable(EndpointId(ei)));
         }

@@ -41,6 +41,10 @@ impl MuxCore {
                 ..ProcConn::default()
             })
             .collect();
-        ProcMux { stats: self.stats, endpoints, conns }
+        ProcMux {
+            stats: self.stats,
+            endpoints,
+            conns,
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::errno;
 
 /// At most this many messages go into one transmit (one `writev`; the kernel's IOV_MAX is
 /// 1024 and each message may need two slices).
-const MAX_TX_MSGS: usize = 256;
+pub(super) const MAX_TX_MSGS: usize = 256;
 /// At most this many bytes go into one transmit.
 const MAX_TX_BYTES: usize = 1 << 20;
 
@@ -99,7 +99,7 @@ pub(crate) enum Parts {
 
 #[derive(Debug)]
 pub(crate) struct TxMsg {
-    parts: Parts,
+    pub(super) parts: Parts,
     pub(super) len: usize,
     /// Bytes already written on the currently reserved connection.
     pub(super) sent: usize,
@@ -116,6 +116,10 @@ pub(crate) struct EpTx {
     pub(crate) writing: Option<usize>,
     pub(crate) waiting: bool,
     pub(super) blocked: bool,
+    /// Write space was reported while a transmit was being written. The write may have found
+    /// the socket full before that space appeared, and an edge-triggered readiness report
+    /// comes only once: the next full write must try again instead of waiting for another.
+    pub(super) space_while_writing: bool,
 }
 
 impl EpTx {
@@ -130,13 +134,15 @@ impl EpTx {
             writing: None,
             waiting: false,
             blocked: false,
+            space_while_writing: false,
         }
     }
 }
 
 impl TxMsg {
     fn compatible(&self, conn: ConnectionId) -> bool {
-        self.target.is_none_or(|t| t == conn)
+        // (`Option::is_none_or` would need Rust 1.82; the MSRV is 1.80.)
+        self.target.is_none() || self.target == Some(conn)
     }
 }
 
@@ -158,7 +164,9 @@ impl MuxCore {
         let kind = self.kind;
         let check = match self.ep(ep) {
             None => return Err(SendError::NoEndpoint),
-            Some(e) if e.pending_err.is_some() => Err(SendError::Pending(e.pending_err.unwrap_or(errno::EPIPE))),
+            Some(e) if e.pending_err.is_some() => {
+                Err(SendError::Pending(e.pending_err.unwrap_or(errno::EPIPE)))
+            }
             Some(e) if e.tx.open.is_none() => match target.map(|t| self.conn(t)) {
                 Some(None) => Err(SendError::NotConnected),
                 Some(Some(c)) if c.done => Err(SendError::NotConnected),
@@ -185,15 +193,19 @@ impl MuxCore {
             return Err(err);
         }
         let len = data.len();
-        let (parts, _) = e.tx.open.get_or_insert_with(|| (Vec::new(), target));
-        if len > 0 {
-            parts.push(data);
-        }
-        e.stats.tx_bytes += len as u64;
         let ends = match kind {
             Kind::Datagram => !flags.more,
             Kind::SeqPacket => flags.eor,
         };
+        // An empty call that does not end a message opens none (the kernel allocates the
+        // message with its first byte), so the target is the one given with the first data.
+        if len > 0 || e.tx.open.is_some() {
+            let (parts, _) = e.tx.open.get_or_insert_with(|| (Vec::new(), target));
+            if len > 0 {
+                parts.push(data);
+            }
+        }
+        e.stats.tx_bytes += len as u64;
         if !ends {
             return Ok(len);
         }
@@ -207,7 +219,12 @@ impl MuxCore {
                 } else {
                     Parts::Many(parts)
                 };
-                e.tx.queue.push_back(TxMsg { parts, len: total, sent: 0, target });
+                e.tx.queue.push_back(TxMsg {
+                    parts,
+                    len: total,
+                    sent: 0,
+                    target,
+                });
                 e.tx.queued_bytes += total;
                 e.stats.tx_msgs += 1;
             }
@@ -231,7 +248,13 @@ impl MuxCore {
             return None;
         }
         let ci = e.tx.reserved?;
-        let conn = self.conns.get(ci as usize)?.as_ref()?.id;
+        let c = self.conns.get(ci as usize)?.as_ref()?;
+        let conn = c.id;
+        if c.tx_stopped || c.done {
+            // Aborted under us while no write was outstanding: retry elsewhere (§5.5).
+            self.retry_elsewhere(ei);
+            return None;
+        }
         let head_ok = e.tx.queue.front().map(|m| m.compatible(conn));
         match head_ok {
             None => return None,
@@ -266,42 +289,62 @@ impl MuxCore {
             len += m.len - m.sent;
         }
         e.tx.writing = Some(len);
+        e.tx.space_while_writing = false;
         // Any write flushes batched messages too (the kernel's kcm_write_msgs clears
         // tx_wait_more).
         e.tx.wait_more = false;
         Some(Transmit { conn, bufs, len })
     }
 
-    /// Reports what writing the endpoint's last [`Transmit`] on `conn` did.
+    /// Reports what writing the endpoint's last [`Transmit`] on `conn` did. A report with no
+    /// transmit outstanding on `conn` for this endpoint is ignored; a written count larger than
+    /// the transmit is taken as all of it.
     pub fn handle_transmit(&mut self, ep: EndpointId, conn: ConnectionId, result: TxResult) {
         let ei = ep.0;
-        let Some(e) = self.ep_mut(ep) else { return };
-        let asked = e.tx.writing.take().unwrap_or(0);
-        let still_reserved = e.tx.reserved == Some(conn.index)
-            && self.conn(conn).is_some_and(|c| !c.tx_stopped && !c.done);
-        if !still_reserved {
-            // The reservation was aborted while we wrote (unattach, §3.2 step 5): the message
-            // was already rewound; whatever was written is lost with that connection.
-            self.kick_tx(ei);
+        let Some(e) = self.ep(ep) else { return };
+        let (Some(asked), Some(ci)) = (e.tx.writing, e.tx.reserved) else {
+            return;
+        };
+        let Some(c) = self.conns.get(ci as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        if c.id != conn {
+            return;
+        }
+        let aborted = c.tx_stopped || c.done;
+        if let Some(e) = self.ep_mut(ep) {
+            e.tx.writing = None;
+        }
+        if aborted {
+            // Unattached while we wrote (§3.2 step 5): whatever was written is lost with that
+            // connection; now that the runtime is done with it, let go and retry elsewhere.
+            self.retry_elsewhere(ei);
             return;
         }
         match result {
             TxResult::Written(n) => {
+                let n = n.min(asked);
                 self.advance(ei, conn, n);
                 let e = match self.ep_mut(ep) {
                     Some(e) => e,
                     None => return,
                 };
-                let drained = e.tx.queue.front().is_none_or(|m| !m.compatible(conn));
+                let drained = !e.tx.queue.front().is_some_and(|m| m.compatible(conn));
                 if drained {
                     self.release_reservation(ei);
                     self.kick_tx(ei);
-                } else if n >= asked {
+                } else if n >= asked || std::mem::take(&mut e.tx.space_while_writing) {
                     self.events.push_back(Event::TxReady(ep));
                 }
-                // n < asked: the socket is full; the runtime calls write_space() later.
+                // Otherwise the socket is full; the runtime calls write_space() later.
             }
-            TxResult::WouldBlock => {}
+            TxResult::WouldBlock => {
+                if let Some(e) = self.ep_mut(ep) {
+                    if std::mem::take(&mut e.tx.space_while_writing) {
+                        self.events.push_back(Event::TxReady(ep));
+                    }
+                }
+            }
             TxResult::Failed => self.tx_failed(ei, conn),
         }
     }
@@ -309,13 +352,20 @@ impl MuxCore {
     /// The connection has write space again: its reserving endpoint may continue.
     pub fn write_space(&mut self, conn: ConnectionId) {
         if let Some(owner) = self.conn(conn).and_then(|c| c.tx_reserved_by) {
+            if let Some(e) = self.eps.get_mut(owner as usize).and_then(Option::as_mut) {
+                // A write under way may already have failed to find this space (see
+                // `space_while_writing`); its report then asks for another try.
+                e.tx.space_while_writing |= e.tx.writing.is_some();
+            }
             self.events.push_back(Event::TxReady(EndpointId(owner)));
         }
     }
 
     /// The endpoint holding the connection's transmit reservation.
     pub fn tx_reserved_by(&self, conn: ConnectionId) -> Option<EndpointId> {
-        self.conn(conn).and_then(|c| c.tx_reserved_by).map(EndpointId)
+        self.conn(conn)
+            .and_then(|c| c.tx_reserved_by)
+            .map(EndpointId)
     }
 
     /// Messages and bytes queued for transmit on the endpoint.
@@ -325,14 +375,20 @@ impl MuxCore {
 
     /// Whether a new message could be queued on the endpoint now without blocking.
     pub fn can_send(&self, ep: EndpointId) -> bool {
-        self.ep(ep).is_some_and(|e| e.pending_err.is_some() || e.tx.open.is_some() || e.tx.queued_bytes < e.tx.sndbuf)
+        self.ep(ep).is_some_and(|e| {
+            e.pending_err.is_some() || e.tx.open.is_some() || e.tx.queued_bytes < e.tx.sndbuf
+        })
     }
 
     fn advance(&mut self, ei: u32, conn: ConnectionId, mut n: usize) {
-        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return;
+        };
         let (mut msgs, mut bytes) = (0u64, 0u64);
         while n > 0 {
-            let Some(m) = e.tx.queue.front_mut() else { break };
+            let Some(m) = e.tx.queue.front_mut() else {
+                break;
+            };
             let left = m.len - m.sent;
             if n < left {
                 m.sent += n;
@@ -368,7 +424,9 @@ impl MuxCore {
     /// Marks a connection transmit-dead: EPIPE posted, `tx_aborts` counted, no more
     /// reservations; endpoints waiting for it specifically are re-scheduled.
     pub(super) fn abort_conn_tx(&mut self, ci: u32) {
-        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if !c.tx_stopped {
             c.tx_stopped = true;
             c.stats.tx.tx_aborts += 1;
@@ -382,7 +440,9 @@ impl MuxCore {
     /// Re-schedules the endpoints waiting for this connection specifically; their addressed
     /// messages are dropped by [`MuxCore::kick_tx`].
     pub(super) fn abort_waiters(&mut self, ci: u32) {
-        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+            return;
+        };
         let waiters = std::mem::take(&mut c.addr_waiters);
         for w in waiters {
             if let Some(e) = self.eps.get_mut(w as usize).and_then(Option::as_mut) {
@@ -393,19 +453,33 @@ impl MuxCore {
     }
 
     /// The endpoint lost its reservation under it: rewind its head message, count a retry
-    /// and look for another connection.
+    /// and look for another connection. (A head message addressed to the lost connection is
+    /// not retried but dropped by [`MuxCore::kick_tx`], counted in `tx_addr_drops`.)
     pub(super) fn retry_elsewhere(&mut self, ei: u32) {
-        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let lost =
+            e.tx.reserved
+                .and_then(|ci| self.conns.get(ci as usize)?.as_ref())
+                .map(|c| c.id);
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if let Some(m) = e.tx.queue.front_mut() {
             m.sent = 0;
-            self.stats.tx_retries += 1;
+            if m.target.is_none() || m.target != lost {
+                self.stats.tx_retries += 1;
+            }
         }
         self.release_reservation(ei);
         self.kick_tx(ei);
     }
 
     fn release_reservation(&mut self, ei: u32) {
-        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if let Some(ci) = e.tx.reserved.take() {
             if let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) {
                 c.stats.tx.unreserved += 1;
@@ -418,7 +492,9 @@ impl MuxCore {
     /// endpoint waiting for it (addressed first, then any), else appended to the available
     /// FIFO (§5.3).
     pub(super) fn release_conn(&mut self, ci: u32) {
-        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+            return;
+        };
         c.tx_reserved_by = None;
         if c.done {
             self.free_conn(ci);
@@ -427,11 +503,16 @@ impl MuxCore {
         if c.tx_stopped {
             return;
         }
-        let next = c.addr_waiters.pop_front().or_else(|| self.tx_waiting.pop_front());
+        let next = c
+            .addr_waiters
+            .pop_front()
+            .or_else(|| self.tx_waiting.pop_front());
         match next {
             Some(w) => self.reserve_conn(w, ci),
             None => {
-                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+                    return;
+                };
                 if !c.tx_avail {
                     c.tx_avail = true;
                     self.tx_avail.push_back(ci);
@@ -448,7 +529,9 @@ impl MuxCore {
         };
         e.tx.reserved = Some(ci);
         e.tx.waiting = false;
-        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else { return };
+        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
+            return;
+        };
         c.tx_reserved_by = Some(ei);
         c.tx_avail = false;
         c.stats.tx.reserved += 1;
@@ -464,11 +547,15 @@ impl MuxCore {
     /// connection (the kernel's `kcm_write_msgs` entry / `reserve_psock`).
     pub(super) fn kick_tx(&mut self, ei: u32) {
         loop {
-            let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else { return };
+            let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else {
+                return;
+            };
             if e.tx.wait_more {
                 return;
             }
-            let Some(head) = e.tx.queue.front() else { return };
+            let Some(head) = e.tx.queue.front() else {
+                return;
+            };
             if e.tx.reserved.is_some() {
                 if e.tx.writing.is_none() {
                     self.events.push_back(Event::TxReady(EndpointId(ei)));
@@ -481,10 +568,14 @@ impl MuxCore {
             match head.target {
                 None => {
                     while let Some(ci) = self.tx_avail.pop_front() {
-                        let ok = self.conns.get_mut(ci as usize).and_then(Option::as_mut).is_some_and(|c| {
-                            c.tx_avail = false;
-                            !c.tx_stopped && !c.done
-                        });
+                        let ok = self
+                            .conns
+                            .get_mut(ci as usize)
+                            .and_then(Option::as_mut)
+                            .is_some_and(|c| {
+                                c.tx_avail = false;
+                                !c.tx_stopped && !c.done
+                            });
                         if ok {
                             self.reserve_conn(ei, ci);
                             return;
@@ -522,7 +613,9 @@ impl MuxCore {
     }
 
     fn drop_head(&mut self, ei: u32) {
-        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if let Some(m) = e.tx.queue.pop_front() {
             e.tx.queued_bytes -= m.len;
             self.stats.tx_addr_drops += 1;
@@ -531,5 +624,58 @@ impl MuxCore {
                 self.events.push_back(Event::Writable(EndpointId(ei)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod write_space_tests {
+    use super::*;
+
+    fn events(mux: &mut MuxCore) -> Vec<Event> {
+        std::iter::from_fn(|| mux.poll_event()).collect()
+    }
+
+    /// Regression: write space reported while a write was under way was lost when that write
+    /// then came back short (found the socket full), so the transmit stalled for good with
+    /// edge-triggered readiness. Seen as a hang in `tests/send.rs` of the runtime
+    /// (`concurrent_senders_on_many_endpoints_never_interleave_messages_on_a_connection`).
+    #[test]
+    fn write_space_during_a_write_that_comes_back_short_asks_for_another_try() {
+        for short in [TxResult::Written(10), TxResult::WouldBlock] {
+            let (mut mux, ep) = MuxCore::new(Kind::Datagram).expect("a mux");
+            let conn = mux.attach();
+            mux.send(ep, Bytes::from(vec![1u8; 100]), SendFlags::default(), None)
+                .expect("send");
+            let tx = mux.poll_transmit(ep).expect("a transmit");
+            events(&mut mux);
+            // The socket drains while the runtime is still inside its write call...
+            mux.write_space(conn);
+            assert!(mux.poll_transmit(ep).is_none(), "one transmit at a time");
+            events(&mut mux);
+            // ... and that write reports a full socket: nothing else will say "space" again.
+            mux.handle_transmit(ep, tx.conn, short);
+            assert!(
+                events(&mut mux).contains(&Event::TxReady(ep)),
+                "{short:?}: stalled"
+            );
+            assert!(mux.poll_transmit(ep).is_some(), "{short:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_write_without_write_space_waits_for_it() {
+        let (mut mux, ep) = MuxCore::new(Kind::Datagram).expect("a mux");
+        let conn = mux.attach();
+        mux.send(ep, Bytes::from(vec![1u8; 100]), SendFlags::default(), None)
+            .expect("send");
+        let tx = mux.poll_transmit(ep).expect("a transmit");
+        events(&mut mux);
+        mux.handle_transmit(ep, tx.conn, TxResult::Written(10));
+        assert!(
+            !events(&mut mux).contains(&Event::TxReady(ep)),
+            "would spin on a full socket"
+        );
+        mux.write_space(conn);
+        assert!(events(&mut mux).contains(&Event::TxReady(ep)));
     }
 }
