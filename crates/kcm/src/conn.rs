@@ -35,6 +35,9 @@ pub(crate) struct ConnIo {
     pub(crate) rx: Mutex<RxState>,
     /// Someone saw the socket readable while another thread held `rx` (see `Shared::drive_rx`).
     pub(crate) notified: AtomicBool,
+    /// The thread holding `rx` is a reader (in `Shared::drive_rx`), which honours `notified`;
+    /// other holders (statistics, /proc, timer checks) only look and do not.
+    pub(crate) reading: AtomicBool,
     /// The mux parked messages of this connection: do not read (§5.2).
     pub(crate) paused: AtomicBool,
     pub(crate) unattaching: AtomicBool,
@@ -48,8 +51,14 @@ impl ConnIo {
             id,
             fd,
             sock,
-            rx: Mutex::new(RxState { strp, done: false, eof: false, armed: None }),
+            rx: Mutex::new(RxState {
+                strp,
+                done: false,
+                eof: false,
+                armed: None,
+            }),
             notified: AtomicBool::new(false),
+            reading: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             unattaching: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -73,7 +82,10 @@ impl ConnIo {
     }
 
     pub(crate) fn take_error(&self) -> Option<i32> {
-        self.error.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     pub(crate) fn is_paused(&self) -> bool {

@@ -86,12 +86,17 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("id", &self.id).field("kind", &self.shared.kind).finish()
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("kind", &self.shared.kind)
+            .finish()
     }
 }
 
 fn to_nanos(d: Option<Duration>) -> u64 {
-    d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1))
+    d.map_or(0, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 fn from_nanos(n: u64) -> Option<Duration> {
@@ -111,7 +116,11 @@ impl Endpoint {
         let engine = Arc::new(EngineIo::new()?);
         let shared = Arc::new(Shared::new(kind, opts, core, engine.clone()));
         let io = Arc::new(shared.new_ep_io()?);
-        shared.eps.write().unwrap_or_else(PoisonError::into_inner).insert(id.0, io.clone());
+        shared
+            .eps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.0, io.clone());
         engine::spawn(engine, Arc::downgrade(&shared))?;
         crate::registry::lock().muxes.push(Arc::downgrade(&shared));
         Ok(Endpoint::from_parts(shared, id, io))
@@ -137,7 +146,11 @@ impl Endpoint {
         }
         let io = Arc::new(self.shared.new_ep_io()?);
         let id = st.core.add_endpoint().map_err(|e| sys::os_err(e.errno()))?;
-        self.shared.eps.write().unwrap_or_else(PoisonError::into_inner).insert(id.0, io.clone());
+        self.shared
+            .eps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.0, io.clone());
         let mut events = Vec::new();
         Shared::drain(&mut st.core, &mut events);
         drop(st);
@@ -209,7 +222,11 @@ impl Endpoint {
             }
             let id = st.core.attach();
             let io = Arc::new(ConnIo::new(id, dup, sock_id, StrParser::new(parser, cfg)));
-            self.shared.conns.write().unwrap_or_else(PoisonError::into_inner).insert(io.key(), io.clone());
+            self.shared
+                .conns
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(io.key(), io.clone());
             if let Err(e) = self.shared.register_conn(&io) {
                 self.shared.deregister_conn(&io);
                 let _ = st.core.unattach(id, Default::default());
@@ -260,7 +277,13 @@ impl Endpoint {
     /// SEQPACKET carries `MSG_EOR`). Blocks while the send buffer is full, unless
     /// non-blocking (then `WouldBlock`) or the write timeout passes (`WouldBlock`).
     pub fn send(&self, msg: Bytes) -> io::Result<usize> {
-        self.send_flags(msg, SendFlags { eor: true, ..SendFlags::default() })
+        self.send_flags(
+            msg,
+            SendFlags {
+                eor: true,
+                ..SendFlags::default()
+            },
+        )
     }
 
     /// Sends with explicit `MSG_MORE` / `MSG_EOR` / `MSG_BATCH` semantics (§2.2): use it to
@@ -274,7 +297,14 @@ impl Endpoint {
     /// transmit; a message queued for a connection that fails later is dropped and counted
     /// (`tx_addr_drops`).
     pub fn send_to(&self, conn: ConnectionId, msg: Bytes) -> io::Result<usize> {
-        self.send_inner(msg, SendFlags { eor: true, ..SendFlags::default() }, Some(conn))
+        self.send_inner(
+            msg,
+            SendFlags {
+                eor: true,
+                ..SendFlags::default()
+            },
+            Some(conn),
+        )
     }
 
     /// Sends several whole messages as one batch (`sendmmsg`): every message but the last
@@ -296,13 +326,20 @@ impl Endpoint {
         self.send_batch_inner(msgs.into_iter().map(|(c, m)| (Some(c), m)))
     }
 
-    fn send_batch_inner(&self, msgs: impl Iterator<Item = (Option<ConnectionId>, Bytes)>) -> io::Result<usize> {
+    fn send_batch_inner(
+        &self,
+        msgs: impl Iterator<Item = (Option<ConnectionId>, Bytes)>,
+    ) -> io::Result<usize> {
         let mut msgs = msgs.peekable();
         let mut sent = 0;
         let mut events = Vec::new();
         let mut st = self.shared.lock();
         while let Some((target, data)) = msgs.next() {
-            let flags = SendFlags { eor: true, batch: msgs.peek().is_some(), more: false };
+            let flags = SendFlags {
+                eor: true,
+                batch: msgs.peek().is_some(),
+                more: false,
+            };
             match st.core.send(self.id, data.clone(), flags, target) {
                 Ok(_) => sent += 1,
                 Err(SendError::WouldBlock) if sent > 0 || self.is_nonblocking() => {
@@ -312,7 +349,8 @@ impl Endpoint {
                 Err(SendError::WouldBlock) => {
                     Shared::drain(&mut st.core, &mut events);
                     drop(st);
-                    self.shared.dispatch(std::mem::take(&mut events), Some(self.id));
+                    self.shared
+                        .dispatch(std::mem::take(&mut events), Some(self.id));
                     self.send_inner(data, flags, target)?;
                     sent += 1;
                     st = self.shared.lock();
@@ -328,14 +366,21 @@ impl Endpoint {
         Shared::drain(&mut st.core, &mut events);
         drop(st);
         self.shared.dispatch(events, Some(self.id));
+        self.shared.sync_pollfd(self.id, &self.io);
         if sent == 0 && self.is_nonblocking() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(sent)
     }
 
-    fn send_inner(&self, data: Bytes, flags: SendFlags, target: Option<ConnectionId>) -> io::Result<usize> {
-        let deadline = from_nanos(self.write_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
+    fn send_inner(
+        &self,
+        data: Bytes,
+        flags: SendFlags,
+        target: Option<ConnectionId>,
+    ) -> io::Result<usize> {
+        let deadline =
+            from_nanos(self.write_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
         let mut events = Vec::new();
         loop {
             let mut st = self.shared.lock();
@@ -345,12 +390,16 @@ impl Endpoint {
                 Ok(n) => {
                     drop(st);
                     self.shared.dispatch(events, Some(self.id));
+                    // This send may have filled the buffer: the descriptor must stop being
+                    // writable (tests/recvmsg.rs, poll_fd_is_writable_only_while_a_send_would_not_block).
+                    self.shared.sync_pollfd(self.id, &self.io);
                     return Ok(n);
                 }
                 Err(SendError::WouldBlock) => {
                     drop(st);
                     // Let the flushed batch go out before waiting for room.
-                    self.shared.dispatch(std::mem::take(&mut events), Some(self.id));
+                    self.shared
+                        .dispatch(std::mem::take(&mut events), Some(self.id));
                     if self.is_nonblocking() {
                         self.shared.sync_pollfd(self.id, &self.io);
                         return Err(io::ErrorKind::WouldBlock.into());
@@ -364,7 +413,12 @@ impl Endpoint {
                                 _ => return Err(io::ErrorKind::WouldBlock.into()),
                             },
                         };
-                        st = self.shared.tx_cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0;
+                        st = self
+                            .shared
+                            .tx_cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
                     }
                 }
                 Err(e) => {
@@ -384,13 +438,19 @@ impl Endpoint {
     /// between threads.
     pub fn recv(&self) -> io::Result<Message> {
         let r = self.recv_inner(usize::MAX, false)?;
-        Ok(Message { data: r.data, conn: r.conn })
+        Ok(Message {
+            data: r.data,
+            conn: r.conn,
+        })
     }
 
     /// Returns the next message without taking it (`MSG_PEEK`: no counters change).
     pub fn peek(&self) -> io::Result<Message> {
         let r = self.recv_inner(usize::MAX, true)?;
-        Ok(Message { data: r.data, conn: r.conn })
+        Ok(Message {
+            data: r.data,
+            conn: r.conn,
+        })
     }
 
     /// Receives into a buffer with the kernel's semantics for short buffers: a datagram
@@ -400,7 +460,12 @@ impl Endpoint {
     pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         let r = self.recv_inner(buf.len(), false)?;
         buf[..r.data.len()].copy_from_slice(&r.data);
-        Ok(RecvMeta { len: r.data.len(), conn: r.conn, eor: r.eor, trunc: r.trunc })
+        Ok(RecvMeta {
+            len: r.data.len(),
+            conn: r.conn,
+            eor: r.eor,
+            trunc: r.trunc,
+        })
     }
 
     /// Receives up to `max` whole messages into `out` (`recvmmsg` with `MSG_WAITFORONE`):
@@ -417,8 +482,13 @@ impl Endpoint {
         {
             let mut st = self.shared.lock();
             while n < max {
-                let Some(r) = st.core.recv(self.id, usize::MAX, false) else { break };
-                out.push(Message { data: r.data, conn: r.conn });
+                let Some(r) = st.core.recv(self.id, usize::MAX, false) else {
+                    break;
+                };
+                out.push(Message {
+                    data: r.data,
+                    conn: r.conn,
+                });
                 n += 1;
             }
             Shared::drain(&mut st.core, &mut events);
@@ -430,7 +500,8 @@ impl Endpoint {
 
     fn recv_inner(&self, max: usize, peek: bool) -> io::Result<kcm_core::mux::RecvRead> {
         let nonblocking = self.is_nonblocking();
-        let deadline = from_nanos(self.read_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
+        let deadline =
+            from_nanos(self.read_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
         let mut ready = Vec::new();
         let mut polled_once = false;
         loop {
@@ -449,7 +520,8 @@ impl Endpoint {
                     return Err(sys::os_err(e));
                 }
             }
-            self.shared.dispatch(std::mem::take(&mut events), Some(self.id));
+            self.shared
+                .dispatch(std::mem::take(&mut events), Some(self.id));
             let timeout = if nonblocking {
                 if polled_once {
                     self.shared.sync_pollfd(self.id, &self.io);
@@ -516,26 +588,43 @@ impl Endpoint {
     /// Receive low-water mark (`SO_RCVLOWAT`, default 1): a full endpoint becomes eligible
     /// again once fewer bytes than this are queued.
     pub fn set_recv_lowat(&self, bytes: usize) -> io::Result<()> {
-        self.with_core(|c, id| c.set_rcvlowat(id, bytes).map_err(|e| sys::os_err(e.errno())))
+        self.with_core(|c, id| {
+            c.set_rcvlowat(id, bytes)
+                .map_err(|e| sys::os_err(e.errno()))
+        })
     }
 
     /// `KCM_RECV_DISABLE`: stop receiving and hand queued messages to other endpoints (or the
     /// mux's hold queue); clearing it makes the endpoint eligible again (§5.4).
     pub fn set_recv_disable(&self, disable: bool) -> io::Result<()> {
-        self.with_core(|c, id| c.set_recv_disable(id, disable).map_err(|e| sys::os_err(e.errno())))
+        self.with_core(|c, id| {
+            c.set_recv_disable(id, disable)
+                .map_err(|e| sys::os_err(e.errno()))
+        })
     }
 
     /// Whether `KCM_RECV_DISABLE` is set.
     pub fn recv_disable(&self) -> bool {
-        self.shared.lock().core.recv_disabled(self.id).unwrap_or(false)
+        self.shared
+            .lock()
+            .core
+            .recv_disabled(self.id)
+            .unwrap_or(false)
     }
 
     /// Takes the endpoint's pending error (`SO_ERROR`; KCM only ever posts EPIPE here).
     pub fn take_error(&self) -> Option<io::Error> {
-        self.shared.lock().core.take_endpoint_error(self.id).map(sys::os_err)
+        self.shared
+            .lock()
+            .core
+            .take_endpoint_error(self.id)
+            .map(sys::os_err)
     }
 
-    fn with_core<T>(&self, f: impl FnOnce(&mut MuxCore, EndpointId) -> io::Result<T>) -> io::Result<T> {
+    fn with_core<T>(
+        &self,
+        f: impl FnOnce(&mut MuxCore, EndpointId) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut events = Vec::new();
         let r = {
             let mut st = self.shared.lock();
@@ -552,7 +641,11 @@ impl Endpoint {
 
     /// This endpoint's counters.
     pub fn stats(&self) -> EndpointStats {
-        self.shared.lock().core.endpoint_stats(self.id).unwrap_or_default()
+        self.shared
+            .lock()
+            .core
+            .endpoint_stats(self.id)
+            .unwrap_or_default()
     }
 
     /// The mux's counters.
@@ -573,7 +666,11 @@ impl Endpoint {
     /// Takes the connection events recorded so far (parser errors, peer closes, transmit
     /// aborts), oldest first.
     pub fn take_events(&self) -> Vec<ConnectionEvent> {
-        let mut log = self.shared.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self
+            .shared
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         log.events.drain(..).collect()
     }
 
@@ -638,7 +735,11 @@ impl Drop for Endpoint {
                 st.closed = true;
             }
             Shared::drain(&mut st.core, &mut events);
-            self.shared.eps.write().unwrap_or_else(PoisonError::into_inner).remove(&self.id.0);
+            self.shared
+                .eps
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.id.0);
             last
         };
         // Requeued messages wake the endpoints they moved to.

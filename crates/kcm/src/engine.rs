@@ -50,7 +50,11 @@ impl EngineIo {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.timers.lock().unwrap_or_else(PoisonError::into_inner).peek().map(|Reverse((d, _))| *d)
+        self.timers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .peek()
+            .map(|Reverse((d, _))| *d)
     }
 
     fn expired(&self, now: Instant) -> Vec<u64> {
@@ -75,7 +79,9 @@ impl EngineIo {
 /// Starts the engine thread for a mux. It holds only a weak reference, so it never keeps the
 /// mux alive, and exits when the mux is torn down.
 pub(crate) fn spawn(io: Arc<EngineIo>, shared: Weak<Shared>) -> io::Result<()> {
-    std::thread::Builder::new().name("kcm-engine".into()).spawn(move || run(&io, &shared))?;
+    std::thread::Builder::new()
+        .name("kcm-engine".into())
+        .spawn(move || run(&io, &shared))?;
     Ok(())
 }
 
@@ -106,11 +112,15 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
                 io.waker.reset();
                 continue;
             }
-            let Some(conn) = shared.conn_by_key(key) else { continue };
+            let Some(conn) = shared.conn_by_key(key) else {
+                continue;
+            };
             if flags.intersects(EventFlags::OUT | EventFlags::ERR | EventFlags::HUP) {
                 shared.write_space(&conn, &mut events);
             }
-            if flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR) {
+            if flags
+                .intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR)
+            {
                 shared.drive_rx(&conn, None, &mut events);
             }
         }

@@ -34,7 +34,8 @@ pub enum ConnectionEventKind {
     ParserError(StrError),
     /// The peer closed its sending side (end of stream). Transmit still works until it fails.
     PeerClosed,
-    /// Reading the socket failed with this errno.
+    /// Reading the socket failed with this errno (the connection itself gets EPIPE, as
+    /// in the kernel).
     ReadError(i32),
     /// Transmit on the connection was aborted (hard write error, or an unattach or endpoint
     /// close while a message was half written): EPIPE, and it never transmits again.
@@ -49,8 +50,12 @@ impl ConnectionEventKind {
     pub fn errno(&self) -> i32 {
         match self {
             ConnectionEventKind::ParserError(e) => e.errno(),
-            ConnectionEventKind::PeerClosed | ConnectionEventKind::TxAborted => 32,
-            ConnectionEventKind::ReadError(e) => *e,
+            // A read error means the TCP state changed (reset, timeout): the kernel's state
+            // change callback then overwrites TCP's own error with EPIPE (§3.6). The original
+            // errno stays in the event.
+            ConnectionEventKind::PeerClosed
+            | ConnectionEventKind::TxAborted
+            | ConnectionEventKind::ReadError(_) => 32,
             ConnectionEventKind::Dropped => 0,
         }
     }
@@ -62,7 +67,12 @@ impl fmt::Display for ConnectionEvent {
             ConnectionEventKind::ParserError(e) => write!(f, "{}: parser error: {e}", self.conn),
             ConnectionEventKind::PeerClosed => write!(f, "{}: peer closed", self.conn),
             ConnectionEventKind::ReadError(e) => {
-                write!(f, "{}: read error: {}", self.conn, std::io::Error::from_raw_os_error(*e))
+                write!(
+                    f,
+                    "{}: read error: {}",
+                    self.conn,
+                    std::io::Error::from_raw_os_error(*e)
+                )
             }
             ConnectionEventKind::TxAborted => write!(f, "{}: transmit aborted (EPIPE)", self.conn),
             ConnectionEventKind::Dropped => write!(f, "{}: dropped after failure", self.conn),

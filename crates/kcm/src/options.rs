@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use kcm::{Endpoint, Kind, MuxOptions};
-/// let ep = Endpoint::with_options(Kind::Datagram, MuxOptions { drop_failed: true, ..Default::default() })?;
+/// let ep = Endpoint::with_options(Kind::Datagram, MuxOptions::default().drop_failed(true))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,31 @@ pub struct MuxOptions {
 
 impl Default for MuxOptions {
     fn default() -> MuxOptions {
-        MuxOptions { drop_failed: false, read_size: 64 * 1024, prefer_local: true }
+        MuxOptions {
+            drop_failed: false,
+            read_size: 64 * 1024,
+            prefer_local: true,
+        }
+    }
+}
+
+impl MuxOptions {
+    /// Sets [`MuxOptions::drop_failed`].
+    pub fn drop_failed(mut self, on: bool) -> Self {
+        self.drop_failed = on;
+        self
+    }
+
+    /// Sets [`MuxOptions::read_size`] (at least 1 KiB is used).
+    pub fn read_size(mut self, bytes: usize) -> Self {
+        self.read_size = bytes.max(1024);
+        self
+    }
+
+    /// Sets [`MuxOptions::prefer_local`].
+    pub fn prefer_local(mut self, on: bool) -> Self {
+        self.prefer_local = on;
+        self
     }
 }
 

@@ -32,14 +32,19 @@ fn snapshot(shared: &Shared) -> ProcMux {
             pc.rx_stopped = rx.done;
             pc.need_bytes = rx.strp.need_bytes();
         }
-        pc.rx_has_data = inq > 0;
+        // kcm moves the socket's bytes into its own buffer, so a message waiting for its
+        // remainder holds received data just as the kernel's TCP queue does (§7.2 `RxWait=<n>`).
+        pc.rx_has_data = inq > 0 || pc.need_bytes > 0;
     }
     snap
 }
 
 fn totals(muxes: &[ProcMux]) -> ProcTotals {
     let reg = crate::registry::lock();
-    let mut t = ProcTotals { mux: reg.dead_mux, conn: reg.dead_conn };
+    let mut t = ProcTotals {
+        mux: reg.dead_mux,
+        conn: reg.dead_conn,
+    };
     drop(reg);
     for m in muxes {
         t.mux += m.stats;
@@ -51,14 +56,23 @@ fn totals(muxes: &[ProcMux]) -> ProcTotals {
 }
 
 fn live_snapshots() -> Vec<ProcMux> {
-    let muxes: Vec<_> = crate::registry::lock().muxes.iter().filter_map(|w| w.upgrade()).collect();
+    let muxes: Vec<_> = crate::registry::lock()
+        .muxes
+        .iter()
+        .filter_map(|w| w.upgrade())
+        .collect();
     muxes
         .iter()
         .map(|m| {
             let mut s = snapshot(m);
             // Unattached connections' counters live on in the mux aggregate (§7.3).
             let agg = *m.lock().core.aggregate_conn_stats();
-            s.conns.push(kcm_core::proc::ProcConn { index: u32::MAX, stats: agg, done: true, ..Default::default() });
+            s.conns.push(kcm_core::proc::ProcConn {
+                index: u32::MAX,
+                stats: agg,
+                done: true,
+                ..Default::default()
+            });
             s
         })
         .collect()
@@ -94,7 +108,10 @@ impl Endpoint {
     /// those already unattached).
     pub fn proc_kcm_stats(&self) -> String {
         let snap = snapshot(self.shared());
-        let mut t = ProcTotals { mux: snap.stats, conn: *self.shared().lock().core.aggregate_conn_stats() };
+        let mut t = ProcTotals {
+            mux: snap.stats,
+            conn: *self.shared().lock().core.aggregate_conn_stats(),
+        };
         for c in &snap.conns {
             t.conn += c.stats;
         }

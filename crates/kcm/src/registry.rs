@@ -24,5 +24,8 @@ static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
 
 pub(crate) fn lock() -> MutexGuard<'static, Registry> {
     // The registry holds plain data; a panic elsewhere cannot leave it half-updated.
-    REGISTRY.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner)
+    REGISTRY
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
 use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, TxResult};
@@ -50,16 +50,25 @@ pub(crate) struct Shared {
 /// Connections registered in endpoint epolls are woken one thread at a time, on each new
 /// arrival. (EPOLLEXCLUSIVE allows only IN, OUT, ET and WAKEUP beside it; end of stream shows
 /// as IN.)
-pub(crate) const EP_CONN_FLAGS: EventFlags =
-    EventFlags::IN.union(EventFlags::EXCLUSIVE).union(EventFlags::ET);
+pub(crate) const EP_CONN_FLAGS: EventFlags = EventFlags::IN
+    .union(EventFlags::EXCLUSIVE)
+    .union(EventFlags::ET);
 pub(crate) const ENGINE_CONN_FLAGS: EventFlags = EP_CONN_FLAGS.union(EventFlags::OUT);
 
 impl Shared {
-    pub(crate) fn new(kind: Kind, opts: MuxOptions, core: MuxCore, engine: Arc<EngineIo>) -> Shared {
+    pub(crate) fn new(
+        kind: Kind,
+        opts: MuxOptions,
+        core: MuxCore,
+        engine: Arc<EngineIo>,
+    ) -> Shared {
         Shared {
             kind,
             opts,
-            state: Mutex::new(State { core, closed: false }),
+            state: Mutex::new(State {
+                core,
+                closed: false,
+            }),
             tx_cv: Condvar::new(),
             conns: RwLock::new(HashMap::new()),
             eps: RwLock::new(HashMap::new()),
@@ -74,7 +83,11 @@ impl Shared {
     }
 
     pub(crate) fn conn_by_key(&self, k: u64) -> Option<Arc<ConnIo>> {
-        self.conns.read().unwrap_or_else(PoisonError::into_inner).get(&k).cloned()
+        self.conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&k)
+            .cloned()
     }
 
     pub(crate) fn conn_io(&self, id: ConnectionId) -> Option<Arc<ConnIo>> {
@@ -82,11 +95,20 @@ impl Shared {
     }
 
     pub(crate) fn ep_io(&self, ep: EndpointId) -> Option<Arc<EpIo>> {
-        self.eps.read().unwrap_or_else(PoisonError::into_inner).get(&ep.0).cloned()
+        self.eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ep.0)
+            .cloned()
     }
 
     pub(crate) fn all_conns(&self) -> Vec<Arc<ConnIo>> {
-        self.conns.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        self.conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn drain(core: &mut MuxCore, out: &mut Vec<Event>) {
@@ -102,7 +124,10 @@ impl Shared {
                 io.post_error(errno);
             }
         }
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(ConnectionEvent { conn, kind });
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ConnectionEvent { conn, kind });
         if self.opts.drop_failed {
             let mut r = self.reaps.lock().unwrap_or_else(PoisonError::into_inner);
             if !r.contains(&conn) {
@@ -144,7 +169,10 @@ impl Shared {
                 Event::ConnError(c, _) => self.log_event(c, ConnectionEventKind::TxAborted),
                 Event::ConnReleased(c) => {
                     // kcm's descriptor closes when the last reference drops.
-                    self.conns.write().unwrap_or_else(PoisonError::into_inner).remove(&key(c));
+                    self.conns
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&key(c));
                 }
             }
             i += 1;
@@ -159,7 +187,10 @@ impl Shared {
             let st = self.lock();
             let queued = st.core.rx_queued(ep).is_some_and(|(n, _)| n > 0);
             let err = st.core.has_endpoint_error(ep);
-            (queued || err || st.closed, st.core.can_send(ep) || st.closed)
+            (
+                queued || err || st.closed,
+                st.core.can_send(ep) || st.closed,
+            )
         };
         pfd.set(&mut cur, readable, writable);
     }
@@ -207,14 +238,31 @@ impl Shared {
     /// read pass's messages in one go. Several threads may be woken for one connection; one
     /// drives it, the others leave a note (`notified`) that makes the driver go round again, so
     /// no readiness is ever lost.
-    pub(crate) fn drive_rx(&self, io: &ConnIo, prefer: Option<EndpointId>, events: &mut Vec<Event>) {
+    pub(crate) fn drive_rx(
+        &self,
+        io: &ConnIo,
+        prefer: Option<EndpointId>,
+        events: &mut Vec<Event>,
+    ) {
         let prefer = if self.opts.prefer_local { prefer } else { None };
         io.notified.store(true, Ordering::SeqCst);
         while io.notified.load(Ordering::SeqCst) {
-            let Ok(mut rx) = io.rx.try_lock() else { return };
+            let mut rx = match io.rx.try_lock() {
+                Ok(rx) => rx,
+                // A reader holds it: it goes round again for our note.
+                Err(TryLockError::WouldBlock) if io.reading.load(Ordering::SeqCst) => return,
+                // Someone who only looks (statistics, /proc, a timer check) holds it for a
+                // moment and will not act on the note: wait for them, or the edge-triggered
+                // wake-up is lost (tests/recvmsg.rs and tests/steering.rs poll statistics
+                // while the engine reads).
+                Err(TryLockError::WouldBlock) => io.lock_rx(),
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            };
+            io.reading.store(true, Ordering::SeqCst);
             while io.notified.swap(false, Ordering::SeqCst) {
                 self.read_passes(io, &mut rx, prefer, events);
             }
+            io.reading.store(false, Ordering::SeqCst);
         }
     }
 
@@ -249,7 +297,10 @@ impl Shared {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.stop_rx(io, rx);
-                    self.log_event(io.id, ConnectionEventKind::ReadError(e.raw_os_error().unwrap_or(err::EPIPE)));
+                    self.log_event(
+                        io.id,
+                        ConnectionEventKind::ReadError(e.raw_os_error().unwrap_or(err::EPIPE)),
+                    );
                     return;
                 }
             };
@@ -323,7 +374,12 @@ impl Shared {
     fn stop_rx(&self, io: &ConnIo, rx: &mut crate::conn::RxState) {
         rx.done = true;
         rx.armed = None;
-        for ep in self.eps.read().unwrap_or_else(PoisonError::into_inner).values() {
+        for ep in self
+            .eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             let _ = ep.epoll.delete(io.fd());
         }
     }
@@ -331,14 +387,24 @@ impl Shared {
     /// Registers a connection in every endpoint epoll, then in the engine's (last, so that
     /// endpoint threads are woken first; see the engine docs).
     pub(crate) fn register_conn(&self, io: &ConnIo) -> io::Result<()> {
-        for ep in self.eps.read().unwrap_or_else(PoisonError::into_inner).values() {
+        for ep in self
+            .eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             ep.epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         }
         self.engine.epoll.add(io.fd(), io.key(), ENGINE_CONN_FLAGS)
     }
 
     pub(crate) fn deregister_conn(&self, io: &ConnIo) {
-        for ep in self.eps.read().unwrap_or_else(PoisonError::into_inner).values() {
+        for ep in self
+            .eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             let _ = ep.epoll.delete(io.fd());
         }
         let _ = self.engine.epoll.delete(io.fd());
@@ -356,7 +422,9 @@ impl Shared {
             }
             epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
             let _ = self.engine.epoll.delete(io.fd());
-            self.engine.epoll.add(io.fd(), io.key(), ENGINE_CONN_FLAGS)?;
+            self.engine
+                .epoll
+                .add(io.fd(), io.key(), ENGINE_CONN_FLAGS)?;
         }
         Ok(EpIo {
             epoll,
@@ -366,12 +434,17 @@ impl Shared {
     }
 
     pub(crate) fn has_reaps(&self) -> bool {
-        !self.reaps.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+        !self
+            .reaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Unattaches the failed connections whose transmit side is idle ([`MuxOptions::drop_failed`]).
     pub(crate) fn run_reaps(&self) {
-        let pending: Vec<ConnectionId> = std::mem::take(&mut *self.reaps.lock().unwrap_or_else(PoisonError::into_inner));
+        let pending: Vec<ConnectionId> =
+            std::mem::take(&mut *self.reaps.lock().unwrap_or_else(PoisonError::into_inner));
         let mut keep = Vec::new();
         for c in pending {
             let busy = {
@@ -383,14 +456,20 @@ impl Shared {
                 continue;
             }
             if self.unattach(c).is_ok() {
-                self.log.lock().unwrap_or_else(PoisonError::into_inner).push(ConnectionEvent {
-                    conn: c,
-                    kind: ConnectionEventKind::Dropped,
-                });
+                self.log
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(ConnectionEvent {
+                        conn: c,
+                        kind: ConnectionEventKind::Dropped,
+                    });
             }
         }
         if !keep.is_empty() {
-            self.reaps.lock().unwrap_or_else(PoisonError::into_inner).extend(keep);
+            self.reaps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(keep);
         }
     }
 
@@ -411,7 +490,9 @@ impl Shared {
         let mut events = Vec::new();
         {
             let mut st = self.lock();
-            st.core.unattach(id, pstats).map_err(|e| sys::os_err(e.errno()))?;
+            st.core
+                .unattach(id, pstats)
+                .map_err(|e| sys::os_err(e.errno()))?;
             Self::drain(&mut st.core, &mut events);
         }
         crate::registry::lock().attached.remove(&io.sock);
@@ -433,7 +514,11 @@ pub(crate) fn teardown(shared: &Arc<Shared>) {
         crate::registry::lock().attached.remove(&io.sock);
         shared.deregister_conn(&io);
     }
-    shared.conns.write().unwrap_or_else(PoisonError::into_inner).clear();
+    shared
+        .conns
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
     let (mux, conn) = {
         let st = shared.lock();
         (*st.core.stats(), *st.core.aggregate_conn_stats())
@@ -441,7 +526,8 @@ pub(crate) fn teardown(shared: &Arc<Shared>) {
     let mut reg = crate::registry::lock();
     reg.dead_mux += mux;
     reg.dead_conn += conn;
-    reg.muxes.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(shared)));
+    reg.muxes
+        .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(shared)));
     drop(reg);
     shared.engine.shutdown();
 }

@@ -227,6 +227,11 @@ impl MuxCore {
                 });
                 e.tx.queued_bytes += total;
                 e.stats.tx_msgs += 1;
+                // Full now: whoever watches writability (the pollable descriptor) needs the
+                // Writable event when room returns, even if no send has failed yet.
+                if e.tx.queued_bytes >= e.tx.sndbuf {
+                    e.tx.blocked = true;
+                }
             }
         }
         if flags.batch {

@@ -31,7 +31,9 @@ pub(crate) struct Epoll(OwnedFd);
 
 impl Epoll {
     pub(crate) fn new() -> io::Result<Epoll> {
-        epoll::create(epoll::CreateFlags::CLOEXEC).map(Epoll).map_err(errno)
+        epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map(Epoll)
+            .map_err(errno)
     }
 
     pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: u64, flags: EventFlags) -> io::Result<()> {
@@ -55,7 +57,11 @@ impl Epoll {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos().into(),
         });
-        match epoll::wait(&self.0, rustix::buffer::spare_capacity(&mut evs), ts.as_ref()) {
+        match epoll::wait(
+            &self.0,
+            rustix::buffer::spare_capacity(&mut evs),
+            ts.as_ref(),
+        ) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(errno(e)),
@@ -105,7 +111,8 @@ impl AsFd for Waker {
 pub(crate) fn recv_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let n = spare.len().min(max);
-    let ((init, _), _) = rustix::net::recv(fd, &mut spare[..n], RecvFlags::DONTWAIT).map_err(errno)?;
+    let ((init, _), _) =
+        rustix::net::recv(fd, &mut spare[..n], RecvFlags::DONTWAIT).map_err(errno)?;
     let got = init.len();
     // SAFETY: `recv` initialised the first `got` bytes of the spare capacity (rustix returns
     // exactly the initialised prefix), so the buffer's length may grow by `got`.
@@ -118,8 +125,13 @@ pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[Bytes]) -> io::Result<us
     const IOV_MAX: usize = 1024;
     let iov: Vec<IoSlice<'_>> = bufs.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
     let mut control = SendAncillaryBuffer::default();
-    rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
-        .map_err(errno)
+    rustix::net::sendmsg(
+        fd,
+        &iov,
+        &mut control,
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+    )
+    .map_err(errno)
 }
 
 /// What attach needs to know about a socket, checked in the kernel's order (§3.1).
@@ -175,7 +187,12 @@ pub(crate) fn check_attachable(fd: BorrowedFd<'_>) -> io::Result<SockInfo> {
     let rcvbuf = rustix::net::sockopt::socket_recv_buffer_size(fd).map_err(errno)?;
     let rcvtimeo = rustix::net::sockopt::socket_timeout(fd, rustix::net::sockopt::Timeout::Recv)
         .map_err(errno)?;
-    Ok(SockInfo { inode: st.st_ino, dev: st.st_dev, rcvbuf, rcvtimeo })
+    Ok(SockInfo {
+        inode: st.st_ino,
+        dev: st.st_dev,
+        rcvbuf,
+        rcvtimeo,
+    })
 }
 
 /// The socket's identity (device, inode), to find it again by any descriptor.
@@ -193,6 +210,8 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// Bytes waiting in the socket's receive queue (SIOCINQ) and unsent bytes in its send queue
 /// (SIOCOUTQ), for `/proc/net/kcm`. Zero where unknown.
 pub(crate) fn queue_lengths(fd: BorrowedFd<'_>) -> (i64, i64) {
-    let inq = rustix::io::ioctl_fionread(fd).map(|n| n as i64).unwrap_or(0);
+    let inq = rustix::io::ioctl_fionread(fd)
+        .map(|n| n as i64)
+        .unwrap_or(0);
     (inq, 0)
 }

@@ -43,7 +43,11 @@ impl PollFd {
         .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
         // The kernel doubles and clamps this to its minimum (about 4.5 KiB).
         let _ = rustix::net::sockopt::set_socket_send_buffer_size(&user, 1);
-        Ok(PollFd { user, ours, state: Mutex::new((false, true)) })
+        Ok(PollFd {
+            user,
+            ours,
+            state: Mutex::new((false, true)),
+        })
     }
 
     /// Locks the readiness state; compute the new state while holding it, then [`PollFd::set`].

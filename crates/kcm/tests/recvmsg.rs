@@ -1,0 +1,277 @@
+//! Checklist `kcm-spec.md` §11, "recvmsg" (§2.3–§2.4), the endpoint option SO_RCVTIMEO
+//! (§6.2), and the endpoint's pollable descriptor (§1.5), over real loopback sockets.
+//!
+//! Parts with no test here, and why:
+//! - *pending error returned when the queue is empty*: KCM posts an endpoint error only on
+//!   internal-consistency failures of its transmit routine (§2.6); nothing outside the crate
+//!   can cause one.
+//! - *MSG_PEEK reports no EOR/TRUNC flags*: [`kcm::Endpoint::peek`] returns a whole
+//!   [`kcm::Message`], which has no flags; that it consumes nothing and counts nothing is
+//!   tested.
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use kcm::{Endpoint, Kind, RecvMeta};
+use rustix::event::epoll;
+
+/// An endpoint of `kind` with one Thrift connection; `msgs` are sent through it and the
+/// call returns once all are queued on the endpoint.
+fn with_messages(kind: Kind, msgs: &[&[u8]]) -> (Endpoint, std::net::TcpStream) {
+    let ep = endpoint(kind);
+    let (mut client, server) = tcp_pair();
+    ep.attach(&server, thrift()).expect("attach");
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| frame(m)).collect();
+    client.write_all(&bytes).expect("write the messages");
+    wait_for("the messages to be queued", || {
+        queued(&ep) == msgs.len() as u64
+    });
+    (ep, client)
+}
+
+/// §2.3: a blocking receive waits for a message, up to SO_RCVTIMEO, then fails with
+/// EAGAIN (`WouldBlock`); a message arriving while it waits is returned.
+#[test]
+fn blocking_recv_waits_until_the_read_timeout_then_would_block() {
+    let (ep, mut client, _server, _conn) = attached();
+    let timeout = Duration::from_millis(200);
+    ep.set_read_timeout(Some(timeout));
+    let start = Instant::now();
+    let e = ep.recv().unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    assert!(took >= timeout, "gave up after {took:?}");
+    assert!(took < TIMEOUT, "took {took:?}");
+
+    ep.set_read_timeout(Some(TIMEOUT));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| ep.recv());
+        // Whether or not the waiter is already blocked, the message must reach it.
+        client.write_all(&frame(b"worth the wait")).unwrap();
+        let m = waiter.join().unwrap().unwrap();
+        assert_eq!(&m.data[..], &frame(b"worth the wait")[..]);
+    });
+}
+
+/// §2.3: a non-blocking endpoint fails at once with EAGAIN when nothing is queued.
+#[test]
+fn nonblocking_recv_fails_at_once_with_would_block() {
+    let (ep, _client, _server, _conn) = attached();
+    ep.set_read_timeout(None); // would block forever if non-blocking mode were ignored
+    ep.set_nonblocking(true);
+    let start = Instant::now();
+    let e = ep.recv().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    let mut out = Vec::new();
+    assert_eq!(
+        ep.recv_batch(&mut out, 4).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    assert_eq!(
+        ep.recv_into(&mut [0u8; 8]).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+}
+
+/// §2.3: reading a whole message sets MSG_EOR and no MSG_TRUNC.
+#[test]
+fn full_read_sets_eor() {
+    for kind in [Kind::Datagram, Kind::SeqPacket] {
+        let (ep, _client) = with_messages(kind, &[b"whole"]);
+        let mut buf = [0u8; 64];
+        let meta = ep.recv_into(&mut buf).unwrap();
+        assert_eq!(
+            (meta.len, meta.eor, meta.trunc),
+            (9, true, false),
+            "{kind:?}"
+        );
+        assert_eq!(&buf[..9], &frame(b"whole")[..]);
+    }
+}
+
+/// §2.3: on a datagram endpoint a short buffer gets the prefix with MSG_TRUNC and MSG_EOR;
+/// the rest of the message is gone (only the copied bytes are counted).
+#[test]
+fn datagram_short_buffer_truncates_and_discards_the_rest() {
+    let (ep, _client) = with_messages(Kind::Datagram, &[b"0123456789abcdef", b"next"]);
+    let mut buf = [0u8; 8];
+    let meta = ep.recv_into(&mut buf).unwrap();
+    assert_eq!((meta.len, meta.eor, meta.trunc), (8, true, true));
+    assert_eq!(&buf, &frame(b"0123456789abcdef")[..8]);
+    let mut big = [0u8; 64];
+    let meta = ep.recv_into(&mut big).unwrap();
+    assert_eq!(
+        &big[..meta.len],
+        &frame(b"next")[..],
+        "the rest of the first message was kept"
+    );
+    let s = ep.stats();
+    assert_eq!((s.rx_msgs, s.rx_bytes), (2, 8 + 8));
+}
+
+/// §2.4 and decision 2: on a seqpacket endpoint a short buffer gets the prefix without
+/// MSG_EOR and the rest stays for the next reads, MSG_EOR marking the last piece.
+#[test]
+fn seqpacket_short_buffer_keeps_the_rest_for_the_next_read() {
+    let (ep, _client) = with_messages(Kind::SeqPacket, &[b"0123456789abcdef", b"next"]);
+    let whole = frame(b"0123456789abcdef"); // 20 bytes
+    let mut got = Vec::new();
+    let mut metas: Vec<RecvMeta> = Vec::new();
+    for _ in 0..3 {
+        let mut buf = [0u8; 8];
+        let meta = ep.recv_into(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..meta.len]);
+        metas.push(meta);
+    }
+    let flags: Vec<_> = metas.iter().map(|m| (m.len, m.eor, m.trunc)).collect();
+    assert_eq!(
+        flags,
+        vec![(8, false, false), (8, false, false), (4, true, false)]
+    );
+    assert_eq!(got, whole);
+    assert_eq!(&ep.recv().unwrap().data[..], &frame(b"next")[..]);
+    let s = ep.stats();
+    assert_eq!((s.rx_msgs, s.rx_bytes), (2, 20 + 8));
+}
+
+/// §2.3: MSG_PEEK copies the next message without consuming it or counting it.
+#[test]
+fn peek_copies_without_consuming_or_counting() {
+    let (ep, _client) = with_messages(Kind::Datagram, &[b"look", b"then"]);
+    for _ in 0..2 {
+        assert_eq!(&ep.peek().unwrap().data[..], &frame(b"look")[..]);
+    }
+    assert_eq!(ep.stats().rx_msgs, 0);
+    assert_eq!(ep.stats().rx_bytes, 0);
+    assert_eq!(queued(&ep), 2);
+    assert_eq!(&ep.recv().unwrap().data[..], &frame(b"look")[..]);
+    assert_eq!(&ep.peek().unwrap().data[..], &frame(b"then")[..]);
+    assert_eq!(ep.stats().rx_msgs, 1);
+}
+
+/// §2.3: `recvmmsg` with MSG_WAITFORONE: wait for the first message only, then take what is
+/// queued, up to the maximum.
+#[test]
+fn recv_batch_takes_up_to_max_waiting_only_for_the_first() {
+    let bodies: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3]).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    let (ep, mut client) = with_messages(Kind::Datagram, &refs);
+    let mut out = Vec::new();
+    assert_eq!(ep.recv_batch(&mut out, 3).unwrap(), 3);
+    assert_eq!(
+        ep.recv_batch(&mut out, 10).unwrap(),
+        2,
+        "should not wait for more than one"
+    );
+    let got: Vec<_> = out.iter().map(|m| m.data.to_vec()).collect();
+    assert_eq!(got, bodies.iter().map(|b| frame(b)).collect::<Vec<_>>());
+    assert_eq!(ep.stats().rx_msgs, 5);
+
+    ep.set_read_timeout(Some(Duration::from_millis(50)));
+    assert_eq!(
+        ep.recv_batch(&mut out, 4).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    ep.set_read_timeout(Some(TIMEOUT));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let mut v = Vec::new();
+            ep.recv_batch(&mut v, 4).map(|n| (n, v))
+        });
+        client.write_all(&frame(b"late")).unwrap();
+        let (n, v) = waiter.join().unwrap().unwrap();
+        assert_eq!((n, &v[0].data[..]), (1, &frame(b"late")[..]));
+    });
+}
+
+/// The readiness an epoll instance reports for one descriptor within `timeout`.
+fn readiness(ep_fd: &impl AsFd, timeout: Duration) -> epoll::EventFlags {
+    let mut evs: Vec<epoll::Event> = Vec::with_capacity(4);
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    epoll::wait(ep_fd, rustix::buffer::spare_capacity(&mut evs), Some(&ts)).expect("epoll_wait");
+    evs.iter()
+        .fold(epoll::EventFlags::empty(), |acc, e| acc | e.flags)
+}
+
+fn epoll_on(ep: &Endpoint, flags: epoll::EventFlags) -> std::os::fd::OwnedFd {
+    let epfd = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll_create");
+    epoll::add(&epfd, ep.as_fd(), epoll::EventData::new_u64(1), flags).expect("epoll_ctl");
+    epfd
+}
+
+/// §1.5: the endpoint's descriptor is readable in an application's own (level-triggered)
+/// epoll exactly while a message is queued; the engine thread reads the connection.
+#[test]
+fn poll_fd_is_readable_only_while_a_message_is_queued() {
+    let (ep, mut client, _server, _conn) = attached();
+    let epfd = epoll_on(&ep, epoll::EventFlags::IN);
+    assert!(!readiness(&epfd, Duration::ZERO).contains(epoll::EventFlags::IN));
+
+    client
+        .write_all(&[frame(b"one"), frame(b"two")].concat())
+        .unwrap();
+    assert!(
+        readiness(&epfd, TIMEOUT).contains(epoll::EventFlags::IN),
+        "no readiness for a message"
+    );
+    assert_eq!(queued(&ep), 2, "readable before both messages were queued?");
+    ep.set_nonblocking(true); // readiness promises a message: recv must not need to wait
+    assert_eq!(&ep.recv().unwrap().data[..], &frame(b"one")[..]);
+    assert!(
+        readiness(&epfd, Duration::ZERO).contains(epoll::EventFlags::IN),
+        "one is still queued"
+    );
+    assert_eq!(&ep.recv().unwrap().data[..], &frame(b"two")[..]);
+    assert!(
+        !readiness(&epfd, Duration::ZERO).contains(epoll::EventFlags::IN),
+        "readable while empty"
+    );
+}
+
+/// §1.5, decision of §13 question 4: the descriptor is writable exactly while a send would
+/// not block (queued bytes below SO_SNDBUF).
+#[test]
+fn poll_fd_is_writable_only_while_a_send_would_not_block() {
+    let ep = endpoint(Kind::Datagram);
+    ep.set_send_buffer_size(16).unwrap();
+    let epfd = epoll_on(&ep, epoll::EventFlags::OUT);
+    assert!(readiness(&epfd, Duration::ZERO).contains(epoll::EventFlags::OUT));
+
+    // No connection: the message stays queued, and 24 bytes ≥ 16 fill the buffer.
+    ep.send(Bytes::from(frame(&[5u8; 20]))).unwrap();
+    assert!(
+        !readiness(&epfd, Duration::ZERO).contains(epoll::EventFlags::OUT),
+        "writable while full"
+    );
+
+    // A connection takes the message out: writable again, although no send ever failed.
+    let (mut client, server) = tcp_pair();
+    ep.attach(&server, thrift()).unwrap();
+    assert_eq!(read_frame(&mut client).unwrap(), frame(&[5u8; 20]));
+    assert!(
+        readiness(&epfd, TIMEOUT).contains(epoll::EventFlags::OUT),
+        "not writable after the queue drained"
+    );
+    ep.send(Bytes::from(frame(b"x"))).unwrap();
+
+    // Not writable means a non-blocking send fails, and it stays not writable.
+    let full = endpoint(Kind::Datagram);
+    full.set_send_buffer_size(16).unwrap();
+    let epfd = epoll_on(&full, epoll::EventFlags::OUT);
+    full.send(Bytes::from(frame(&[5u8; 20]))).unwrap();
+    full.set_nonblocking(true);
+    assert_eq!(
+        full.send(Bytes::from(frame(b"x"))).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    assert!(!readiness(&epfd, Duration::ZERO).contains(epoll::EventFlags::OUT));
+}
