@@ -20,6 +20,11 @@ use crate::errno;
 pub(super) const MAX_TX_MSGS: usize = 256;
 /// At most this many bytes go into one transmit.
 const MAX_TX_BYTES: usize = 1 << 20;
+/// At most this many slices go into one transmit: one `writev` takes no more (IOV_MAX). A
+/// message built from many `MSG_MORE` parts has one slice per part; a transmit with more
+/// slices would be cut short by the write and look like a full socket, waiting for write
+/// space that never comes.
+pub(super) const MAX_TX_SLICES: usize = 1024;
 
 /// Flags of one send call (the meaningful `MSG_*` bits, §2.2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,7 +279,7 @@ impl MuxCore {
         let e = self.ep_mut(ep)?;
         let mut bufs = Vec::new();
         let mut len = 0;
-        for m in e.tx.queue.iter().take(MAX_TX_MSGS) {
+        'msgs: for m in e.tx.queue.iter().take(MAX_TX_MSGS) {
             if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
                 break;
             }
@@ -288,10 +293,15 @@ impl MuxCore {
                     skip -= b.len();
                     continue;
                 }
-                bufs.push(b.slice(skip..));
+                if bufs.len() == MAX_TX_SLICES {
+                    // The rest (possibly of this very message) goes in the next transmit.
+                    break 'msgs;
+                }
+                let s = b.slice(skip..);
+                len += s.len();
+                bufs.push(s);
                 skip = 0;
             }
-            len += m.len - m.sent;
         }
         e.tx.writing = Some(len);
         e.tx.space_while_writing = false;
@@ -633,7 +643,7 @@ impl MuxCore {
 }
 
 #[cfg(test)]
-mod write_space_tests {
+mod transmit_regressions {
     use super::*;
 
     fn events(mux: &mut MuxCore) -> Vec<Event> {
@@ -641,9 +651,8 @@ mod write_space_tests {
     }
 
     /// Regression: write space reported while a write was under way was lost when that write
-    /// then came back short (found the socket full), so the transmit stalled for good with
-    /// edge-triggered readiness. Seen as a hang in `tests/send.rs` of the runtime
-    /// (`concurrent_senders_on_many_endpoints_never_interleave_messages_on_a_connection`).
+    /// then came back short (found the socket full), so the transmit stalled for good: the
+    /// runtime's readiness is edge-triggered and the kernel reports the space only once.
     #[test]
     fn write_space_during_a_write_that_comes_back_short_asks_for_another_try() {
         for short in [TxResult::Written(10), TxResult::WouldBlock] {
@@ -665,6 +674,39 @@ mod write_space_tests {
             );
             assert!(mux.poll_transmit(ep).is_some(), "{short:?}");
         }
+    }
+
+    /// Regression: a transmit of more slices than one `writev` takes was cut short by the
+    /// runtime, taken for a full socket, and never resumed (`tests/send.rs`,
+    /// `a_batch_of_messages_built_from_many_parts_is_written_completely`).
+    #[test]
+    fn a_transmit_never_has_more_slices_than_one_vectored_write_takes() {
+        let (mut mux, ep) = MuxCore::new(Kind::Datagram).expect("a mux");
+        mux.attach();
+        let more = SendFlags {
+            more: true,
+            ..SendFlags::default()
+        };
+        for _ in 0..1500 {
+            mux.send(ep, Bytes::from_static(b"ab"), more, None)
+                .expect("send");
+        }
+        mux.send(ep, Bytes::new(), SendFlags::default(), None)
+            .expect("end the message");
+        let tx = mux.poll_transmit(ep).expect("a transmit");
+        assert_eq!(tx.bufs.len(), MAX_TX_SLICES);
+        assert_eq!(tx.len, 2 * MAX_TX_SLICES);
+        events(&mut mux);
+        mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+        assert!(
+            events(&mut mux).contains(&Event::TxReady(ep)),
+            "the rest must follow at once"
+        );
+        let rest = mux.poll_transmit(ep).expect("the rest");
+        assert_eq!(
+            (rest.bufs.len(), rest.len),
+            (1500 - MAX_TX_SLICES, 2 * (1500 - MAX_TX_SLICES))
+        );
     }
 
     #[test]
