@@ -1,8 +1,9 @@
+//! End-to-end smoke test: an echo server on two endpoints over one real TCP connection.
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kcm::{Endpoint, Kind};
 
 fn pair() -> (TcpStream, TcpStream) {
@@ -23,7 +24,8 @@ fn echo_roundtrip_many_messages_two_workers() {
     let ep = Endpoint::new(Kind::Datagram).unwrap();
     let ep2 = ep.clone_endpoint().unwrap();
     let (mut client, server) = pair();
-    ep.attach(&server, kcm::presets::by_name("thrift").unwrap()).unwrap();
+    ep.attach(&server, kcm::presets::by_name("thrift").unwrap())
+        .unwrap();
     drop(server);
     let n = 2000;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -62,7 +64,9 @@ fn echo_roundtrip_many_messages_two_workers() {
         reader.read_exact(&mut body).unwrap();
         // Replies may be reordered across workers; check framing and content shape.
         assert!(len < 300, "message {i}: len {len}");
-        assert!(body.iter().all(|&b| b == body.first().copied().unwrap_or(0)));
+        assert!(body
+            .iter()
+            .all(|&b| b == body.first().copied().unwrap_or(0)));
     }
     let _client = writer.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
