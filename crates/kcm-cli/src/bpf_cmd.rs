@@ -31,7 +31,10 @@ pub fn check(path: &Path, section: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// The text `check` prints, and its verdict.
-fn check_report(path: &Path, section: Option<&str>) -> anyhow::Result<(String, anyhow::Result<()>)> {
+fn check_report(
+    path: &Path,
+    section: Option<&str>,
+) -> anyhow::Result<(String, anyhow::Result<()>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (name, insns) = kcm_bpf::load_elf_section(&bytes, section)
         .with_context(|| format!("cannot load a program from {}", path.display()))?;
@@ -119,7 +122,10 @@ pub fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
         bail!("not a hex digit: {c:?} at position {at} of the hex bytes");
     }
     if digits.len() % 2 != 0 {
-        bail!("odd number of hex digits ({}): each byte needs two", digits.len());
+        bail!(
+            "odd number of hex digits ({}): each byte needs two",
+            digits.len()
+        );
     }
     Ok(digits
         .chunks_exact(2)
@@ -143,7 +149,10 @@ mod tests {
     #[test]
     fn hex_forms() {
         assert_eq!(parse_hex("0000000c").unwrap(), [0, 0, 0, 12]);
-        assert_eq!(parse_hex(" 0x00 ff:7F-80_01 ").unwrap(), [0, 0xff, 0x7f, 0x80, 1]);
+        assert_eq!(
+            parse_hex(" 0x00 ff:7F-80_01 ").unwrap(),
+            [0, 0xff, 0x7f, 0x80, 1]
+        );
         assert_eq!(parse_hex("").unwrap(), Vec::<u8>::new());
         assert_eq!(parse_hex("0x").unwrap(), Vec::<u8>::new());
         let odd = parse_hex("abc").unwrap_err().to_string();
@@ -163,16 +172,25 @@ mod tests {
         let mqtt = load_parser(&corpus("mqtt"), None).unwrap();
         assert!(format!("{mqtt:?}").starts_with("BpfParser"), "{mqtt:?}");
         let err = load_parser(&corpus("dns"), Some("nope")).unwrap_err();
-        assert!(format!("{err:#}").contains("sections found: socket_kcm"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("sections found: socket_kcm"),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn check_reports_verdict_and_recognition() {
         let (text, verdict) = check_report(&corpus("kcm_doc"), None).unwrap();
         assert!(verdict.is_ok());
-        assert!(text.contains("section socket_kcm: 4 instructions"), "{text}");
+        assert!(
+            text.contains("section socket_kcm: 4 instructions"),
+            "{text}"
+        );
         assert!(text.contains("   1: (20) r0 = *(u32 *)skb[0]"), "{text}");
-        assert!(text.contains("native: yes") && text.contains("preset `thrift`"), "{text}");
+        assert!(
+            text.contains("native: yes") && text.contains("preset `thrift`"),
+            "{text}"
+        );
         let (text, verdict) = check_report(&corpus("mqtt"), None).unwrap();
         assert!(verdict.is_ok());
         assert!(text.contains("native: no"), "{text}");
@@ -186,11 +204,17 @@ mod tests {
         let path = dir.join("bad.o");
         let mut obj = std::fs::read(corpus("dns")).unwrap();
         // dns.o's code is `r6 = r1` first: make it `r6 = r2` (src nibble 1 -> 2).
-        let at = obj.windows(8).position(|w| w == [0xbf, 0x16, 0, 0, 0, 0, 0, 0]).unwrap();
+        let at = obj
+            .windows(8)
+            .position(|w| w == [0xbf, 0x16, 0, 0, 0, 0, 0, 0])
+            .unwrap();
         obj[at + 1] = 0x26;
         std::fs::write(&path, obj).unwrap();
         let (text, verdict) = check_report(&path, None).unwrap();
-        assert!(text.contains("verdict: rejected: insn 0: R2 !read_ok"), "{text}");
+        assert!(
+            text.contains("verdict: rejected: insn 0: R2 !read_ok"),
+            "{text}"
+        );
         assert!(verdict.is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -4,6 +4,7 @@
 //! process, checked end to end). Each lives in its own module; this file only parses the
 //! command line and maps results to exit codes: 0 success, 1 failure, 2 usage error.
 
+mod bpf_cmd;
 mod demo;
 mod drops;
 mod echo;
@@ -57,6 +58,18 @@ enum Command {
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
         max_message_size: Option<u64>,
     },
+    /// Measure the published KCM workloads (W1–W5 of bench.md) for every system side by side.
+    ///
+    /// Systems: `thread` (connection per worker thread, epoll), `tokio` (Framed +
+    /// LengthDelimitedCodec), `kcm` (this library), `raw` (read and frame only: the ceiling) and
+    /// `kernel` (AF_KCM, where the kernel has it). Prints one table per workload with medians
+    /// and min–max over the repetitions, and the ratios bench.md names.
+    Bench(kcm_bench::BenchArgs),
+    /// Inspect or run a BPF socket-filter parser program (the `.o` a kernel-KCM user loads).
+    Bpf {
+        #[command(subcommand)]
+        command: BpfCommand,
+    },
     /// Run an echo server and a client mux in one process on loopback and check every reply.
     ///
     /// T client threads send M messages of random sizes (thrift framing: a 4-byte big-endian
@@ -85,9 +98,42 @@ enum Command {
     },
 }
 
+/// `kcm bpf` subcommands.
+#[derive(Subcommand, Debug)]
+enum BpfCommand {
+    /// Print the verifier's verdict, the disassembly, and whether the program is recognised
+    /// as a native length-field parser (and as which). Exits 1 if the program is refused.
+    Check {
+        /// ELF object (`clang -O2 -target bpf -c`) or raw `struct bpf_insn` array.
+        path: std::path::PathBuf,
+        /// Section holding the program [default: `socket_kcm`, else the first `socket*`].
+        #[arg(long, value_name = "S")]
+        section: Option<String>,
+    },
+    /// Run the program on the given bytes (as the message view) and print its return value,
+    /// as a signed decimal integer, on the last line.
+    Run {
+        /// ELF object or raw instructions.
+        path: std::path::PathBuf,
+        /// Section holding the program.
+        #[arg(long, value_name = "S")]
+        section: Option<String>,
+        /// The message bytes in hex (spaces and `0x` allowed), e.g. `0000000568656c6c6f`.
+        #[arg(long, value_name = "HEX")]
+        hex: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => kcm_bench::run(&args),
+        Command::Bpf { command } => match command {
+            BpfCommand::Check { path, section } => bpf_cmd::check(&path, section.as_deref()),
+            BpfCommand::Run { path, section, hex } => {
+                bpf_cmd::run(&path, section.as_deref(), &hex)
+            }
+        },
         Command::Echo {
             listen,
             parser,

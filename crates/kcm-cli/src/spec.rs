@@ -77,11 +77,7 @@ fn split_bpf(text: &str) -> Result<(&str, Option<&str>), String> {
 /// The BPF engine's CLI module (`bpf_cmd.rs`) is not part of this build yet; until it is,
 /// `bpf:` specs are refused with a clear message rather than a confusing parse error.
 fn load_bpf(path: &Path, section: Option<&str>) -> Result<Arc<dyn Parser>, String> {
-    let _ = section;
-    Err(format!(
-        "cannot load {}: BPF parser programs are not supported by this build of kcm yet",
-        path.display()
-    ))
+    crate::bpf_cmd::load_parser(path, section).map_err(|e| format!("{e:#}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,100 @@
+//! `kcm`: this library. Every server connection is attached to one mux with the Thrift preset;
+//! each worker thread owns one endpoint (`Endpoint::new` + `clone_endpoint`), takes messages in
+//! batches (`recv_batch`) and answers each on the connection it came from (`send_batch_to`,
+//! addressed mode), so a connection's requests are load-balanced across the workers.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, Message, MuxOptions};
+
+use super::{Running, ServerCtx, MAX_FRAME, STOP_POLL};
+use crate::wire::{self, Op, Request};
+
+/// Most messages taken per `recv_batch`.
+const BATCH: usize = 64;
+
+/// Creates the mux, attaches every connection and starts one worker per endpoint.
+pub fn start(conns: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<Running> {
+    // Connections the load generator closes at the end of a run are dropped by the mux.
+    let mut opts = MuxOptions::default();
+    opts.drop_failed = true;
+    let first = Endpoint::with_options(Kind::Datagram, opts).context("kcm: create mux")?;
+    let mut eps = Vec::with_capacity(ctx.workers);
+    for _ in 1..ctx.workers {
+        eps.push(first.clone_endpoint().context("kcm: clone endpoint")?);
+    }
+    let parser: Arc<dyn kcm::Parser> = Arc::new(kcm::presets::thrift());
+    for c in &conns {
+        first
+            .attach_with(
+                c,
+                parser.clone(),
+                AttachOptions::default().max_message_size(MAX_FRAME),
+            )
+            .context("kcm: attach")?;
+    }
+    // kcm keeps its own descriptors; ours can go.
+    drop(conns);
+    eps.insert(0, first);
+    let mut threads = Vec::new();
+    for (w, ep) in eps.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("kcm-w{w}"))
+                .spawn(move || worker(ep, &ctx))
+                .context("spawn worker")?,
+        );
+    }
+    Ok(Running::threads(ctx, threads))
+}
+
+fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
+    ep.set_read_timeout(Some(STOP_POLL));
+    let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(ConnectionId, Bytes)> = Vec::with_capacity(BATCH);
+    while !ctx.stopped() {
+        match ep.recv_batch(&mut batch, BATCH) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if super::is_disconnect(&e) => continue,
+            Err(e) => return Err(e).context("kcm: recv_batch"),
+        }
+        let mut bytes = 0u64;
+        let n = batch.len() as u64;
+        for m in batch.drain(..) {
+            bytes += m.data.len() as u64;
+            let req = match Request::parse(&m.data) {
+                Ok(r) => r,
+                Err(_) => {
+                    ctx.counters.bad();
+                    continue;
+                }
+            };
+            crate::work::spin(req.work_ns);
+            match req.op {
+                Op::None => {}
+                Op::Ack => replies.push((
+                    m.conn,
+                    Bytes::copy_from_slice(&wire::ack(req.seq, m.data.len())),
+                )),
+                // The echo is the received message itself: a zero-copy slice of the read buffer.
+                Op::Echo => replies.push((m.conn, m.data)),
+            }
+        }
+        ctx.counters.add(n, bytes);
+        if !replies.is_empty() {
+            match ep.send_batch_to(replies.drain(..)) {
+                Ok(_) => {}
+                // The peer left with requests in flight (end of run).
+                Err(e) if super::is_disconnect(&e) => {}
+                Err(e) => return Err(e).context("kcm: send_batch_to"),
+            }
+        }
+    }
+    Ok(())
+}

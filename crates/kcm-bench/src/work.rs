@@ -1,0 +1,116 @@
+//! CPU work for W2, and CPU-time accounting for the load generator.
+//!
+//! W2's server work must burn CPU in the receiving thread (`bench.md`: "CPU work per request …
+//! done in the receiving thread"), not sleep, or a thread holding a hot connection would not
+//! actually be busy. The busy loop is calibrated once per process against the monotonic clock,
+//! so a request asking for 20 µs costs about 20 µs of CPU on every server.
+
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// Loop iterations per microsecond of the spin loop, measured once.
+fn iters_per_us() -> f64 {
+    static CAL: OnceLock<f64> = OnceLock::new();
+    *CAL.get_or_init(|| {
+        // Spin for a while first so the core leaves any low-power state, then take the median
+        // of short rounds: a round slowed by preemption or sped up by a boost burst is an
+        // outlier either way. A rate measured too low would make every request's work short.
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_millis(20) {
+            spin_iters(10_000);
+        }
+        let n: u64 = 1_000_000;
+        let mut rates: Vec<f64> = (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                spin_iters(n);
+                n as f64 / (t.elapsed().as_secs_f64() * 1e6).max(1e-3)
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    })
+}
+
+fn spin_iters(n: u64) {
+    let mut x = 0u64;
+    for i in 0..n {
+        // black_box keeps the loop from being folded away or vectorised.
+        x = black_box(x.wrapping_add(i));
+    }
+    black_box(x);
+}
+
+/// Burns about `ns` nanoseconds of CPU in the calling thread.
+///
+/// ```
+/// let t = std::time::Instant::now();
+/// kcm_bench::work::spin(200_000);
+/// assert!(t.elapsed() >= std::time::Duration::from_micros(100));
+/// ```
+pub fn spin(ns: u32) {
+    if ns == 0 {
+        return;
+    }
+    spin_iters((f64::from(ns) / 1000.0 * iters_per_us()) as u64);
+}
+
+/// Calibrates the busy loop now (so the first measured request does not pay for it).
+pub fn calibrate() {
+    let _ = iters_per_us();
+}
+
+/// Draws an exponentially distributed duration with the given mean, in nanoseconds.
+pub fn exponential_ns<R: Rng>(rng: &mut R, mean_ns: f64) -> u32 {
+    // Inverse transform: -mean·ln(U) with U in (0, 1].
+    let u: f64 = 1.0 - rng.gen::<f64>();
+    let v = -mean_ns * u.ln();
+    // Cap the tail at 50× the mean (p ≈ 2e-22): keeps one draw from stalling a run.
+    v.min(mean_ns * 50.0) as u32
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn spin_takes_roughly_what_it_is_asked() {
+        calibrate();
+        // A busy machine can only make it slower, so check the lower bound tightly.
+        let t = Instant::now();
+        spin(2_000_000);
+        let e = t.elapsed();
+        assert!(e >= Duration::from_micros(1_500), "{e:?}");
+    }
+
+    #[test]
+    fn exponential_mean_is_close() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let n = 100_000;
+        let sum: f64 = (0..n)
+            .map(|_| f64::from(exponential_ns(&mut rng, 20_000.0)))
+            .sum();
+        let mean = sum / n as f64;
+        assert!((19_500.0..20_500.0).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn thread_cpu_time_advances_with_work() {
+        let a = thread_cpu_time();
+        spin(5_000_000);
+        assert!(thread_cpu_time() > a);
+    }
+}
