@@ -130,9 +130,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => kcm_bench::run(&args),
         Command::Bpf { command } => match command {
             BpfCommand::Check { path, section } => bpf_cmd::check(&path, section.as_deref()),
-            BpfCommand::Run { path, section, hex } => {
-                bpf_cmd::run(&path, section.as_deref(), &hex)
-            }
+            BpfCommand::Run { path, section, hex } => bpf_cmd::run(&path, section.as_deref(), &hex),
         },
         Command::Echo {
             listen,

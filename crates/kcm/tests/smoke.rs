@@ -1,4 +1,5 @@
 //! End-to-end smoke test: an echo server on two endpoints over one real TCP connection.
+#![allow(clippy::unwrap_used)] // test code: a failed setup should panic
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
