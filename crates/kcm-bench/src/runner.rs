@@ -139,7 +139,8 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
     let one_way = mode == Mode::OneWay;
     let op = if one_way { Op::None } else { shape.op };
     let (clients, servers) = pairs(shape.conns)?;
-    let ctx = ServerCtx::new(plan.workers);
+    let mut ctx = ServerCtx::new(plan.workers);
+    ctx.cpu_work = shape.work_mean_ns > 0.0;
     let server = systems::start(system, servers, &ctx)?;
     let t0 = Instant::now() + Duration::from_millis(5);
     let measure_from = t0 + plan.warmup;

@@ -55,10 +55,20 @@ pub fn start(conns: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<Running> 
 
 fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
     ep.set_read_timeout(Some(STOP_POLL));
+    // With CPU work per request, balance per message, as KCM's documentation intends: an
+    // endpoint with a message queued is not eligible for more (SO_RCVBUF of one byte), so
+    // the rest wait on their connection (parked, in arrival order) for whichever worker
+    // frees up first, and each reply goes out as soon as its request is done.
+    let batch_max = if ctx.cpu_work {
+        ep.set_recv_buffer_size(1)?;
+        1
+    } else {
+        BATCH
+    };
     let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut replies: Vec<(ConnectionId, Bytes)> = Vec::with_capacity(BATCH);
     while !ctx.stopped() {
-        match ep.recv_batch(&mut batch, BATCH) {
+        match ep.recv_batch(&mut batch, batch_max) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if super::is_disconnect(&e) => continue,

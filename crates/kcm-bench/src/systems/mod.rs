@@ -75,6 +75,9 @@ pub struct ServerCtx {
     pub stop: Arc<AtomicBool>,
     /// Delivery counters.
     pub counters: Arc<Counters>,
+    /// Requests carry CPU work (W2): servers that can balance per message should tune for
+    /// spreading work over the workers rather than for batching.
+    pub cpu_work: bool,
 }
 
 impl ServerCtx {
@@ -84,6 +87,7 @@ impl ServerCtx {
             workers: workers.max(1),
             stop: Arc::default(),
             counters: Arc::default(),
+            cpu_work: false,
         }
     }
 
