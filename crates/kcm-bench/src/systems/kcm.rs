@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, Message, MuxOptions};
 
 use super::{Running, ServerCtx, MAX_FRAME, STOP_POLL};
@@ -76,6 +76,7 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
         }
         let mut bytes = 0u64;
         let n = batch.len() as u64;
+        let mut acks = BytesMut::with_capacity(batch.len() * wire::ACK_LEN);
         for m in batch.drain(..) {
             bytes += m.data.len() as u64;
             let req = match Request::parse(&m.data) {
@@ -88,10 +89,11 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
             crate::work::spin(req.work_ns);
             match req.op {
                 Op::None => {}
-                Op::Ack => replies.push((
-                    m.conn,
-                    Bytes::copy_from_slice(&wire::ack(req.seq, m.data.len())),
-                )),
+                Op::Ack => {
+                    // Acks of a batch share one allocation.
+                    acks.extend_from_slice(&wire::ack(req.seq, m.data.len()));
+                    replies.push((m.conn, acks.split().freeze()));
+                }
                 // The echo is the received message itself: a zero-copy slice of the read buffer.
                 Op::Echo => replies.push((m.conn, m.data)),
             }
