@@ -26,6 +26,8 @@ pub(crate) struct RxState {
     pub(crate) eof: bool,
     /// The assembly deadline already handed to the engine's timer list.
     pub(crate) armed: Option<Instant>,
+    /// Bytes arrived since the engine's last buffer sweep (see `Shared::sweep_buffers`).
+    pub(crate) busy: bool,
 }
 
 pub(crate) struct ConnIo {
@@ -56,6 +58,7 @@ impl ConnIo {
                 done: false,
                 eof: false,
                 armed: None,
+                busy: false,
             }),
             notified: AtomicBool::new(false),
             reading: AtomicBool::new(false),

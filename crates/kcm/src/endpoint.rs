@@ -510,6 +510,10 @@ impl Endpoint {
                 let mut st = self.shared.lock();
                 let r = st.core.recv(self.id, max, peek);
                 Shared::drain(&mut st.core, &mut events);
+                // Under the lock that saw the queue empty (see `EpIo::sleeping`).
+                self.io
+                    .sleeping
+                    .store(r.is_none() && !nonblocking, Ordering::SeqCst);
                 if let Some(r) = r {
                     drop(st);
                     self.shared.dispatch(events, Some(self.id));
@@ -539,7 +543,9 @@ impl Endpoint {
                 }
             };
             polled_once = true;
-            self.io.epoll.wait(&mut ready, timeout)?;
+            let waited = self.io.epoll.wait(&mut ready, timeout);
+            self.io.sleeping.store(false, Ordering::SeqCst);
+            waited?;
             for &(key, _) in &ready {
                 if key == crate::conn::WAKER_KEY {
                     self.io.waker.reset();
@@ -711,7 +717,10 @@ impl AsFd for Endpoint {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self.poll_fd() {
             Ok(fd) => fd,
-            Err(_) => self.io.epoll.as_fd(),
+            Err(_) => {
+                self.io.always_wake.store(true, Ordering::Relaxed);
+                self.io.epoll.as_fd()
+            }
         }
     }
 }

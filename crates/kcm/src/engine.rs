@@ -87,6 +87,7 @@ pub(crate) fn spawn(io: Arc<EngineIo>, shared: Weak<Shared>) -> io::Result<()> {
 
 fn run(io: &EngineIo, weak: &Weak<Shared>) {
     let mut evs = Vec::new();
+    let mut last_sweep = Instant::now();
     loop {
         if io.stop.load(std::sync::atomic::Ordering::Acquire) {
             return;
@@ -96,6 +97,12 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         if let Some(shared) = weak.upgrade() {
             if shared.has_reaps() {
                 timeout = Some(timeout.map_or(REAP_TICK, |t| t.min(REAP_TICK)));
+            }
+            if shared
+                .sweep_pending
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                timeout = Some(timeout.map_or(SWEEP_TICK, |t| t.min(SWEEP_TICK)));
             }
         }
         if io.epoll.wait(&mut evs, timeout).is_err() {
@@ -131,7 +138,14 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
         shared.dispatch(events, None);
         shared.run_reaps();
+        if last_sweep.elapsed() >= SWEEP_TICK {
+            last_sweep = Instant::now();
+            shared.sweep_buffers();
+        }
     }
 }
+
+/// How often idle connections give their read buffers back.
+const SWEEP_TICK: Duration = Duration::from_millis(200);
 
 const REAP_TICK: Duration = Duration::from_millis(20);

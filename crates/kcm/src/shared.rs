@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
@@ -27,6 +27,13 @@ pub(crate) struct EpIo {
     pub(crate) epoll: Epoll,
     pub(crate) waker: Waker,
     pub(crate) pollfd: std::sync::OnceLock<PollFd>,
+    /// A thread is (about to be) blocked in this endpoint's epoll: messages handed to the
+    /// endpoint must wake it. Set under the state lock after finding the queue empty, so a
+    /// message queued later always sees it; a busy endpoint costs its senders no syscall.
+    pub(crate) sleeping: AtomicBool,
+    /// The internal epoll descriptor was handed out as the pollable descriptor (fallback):
+    /// always wake.
+    pub(crate) always_wake: AtomicBool,
 }
 
 pub(crate) struct State {
@@ -45,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<EngineIo>,
     pub(crate) log: Mutex<EventLog>,
     reaps: Mutex<Vec<ConnectionId>>,
+    /// Some connection may hold a read buffer it no longer needs.
+    pub(crate) sweep_pending: std::sync::atomic::AtomicBool,
 }
 
 /// Connections registered in endpoint epolls are woken one thread at a time, on each new
@@ -75,6 +84,7 @@ impl Shared {
             engine,
             log: Mutex::new(EventLog::default()),
             reaps: Mutex::new(Vec::new()),
+            sweep_pending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -147,7 +157,9 @@ impl Shared {
             match events[i] {
                 Event::Readable(ep) => {
                     if let Some(io) = self.ep_io(ep) {
-                        if Some(ep) != me {
+                        let asleep = io.sleeping.load(Ordering::SeqCst)
+                            || io.always_wake.load(Ordering::Relaxed);
+                        if Some(ep) != me && asleep {
                             io.waker.wake();
                         }
                         self.sync_pollfd(ep, &io);
@@ -291,7 +303,12 @@ impl Shared {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    rx.strp.shrink();
+                    // The read buffer's spare room serves the next passes; an idle connection
+                    // gives it back at the engine's next sweep.
+                    if rx.strp.buffered() > 0 && !self.sweep_pending.swap(true, Ordering::AcqRel) {
+                        // The engine may be asleep with no timeout: it must start sweeping.
+                        self.engine.waker.wake();
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -304,6 +321,7 @@ impl Shared {
                     return;
                 }
             };
+            rx.busy = true;
             rx.strp.handle_recv(n, Instant::now());
             loop {
                 match rx.strp.next_message() {
@@ -430,7 +448,33 @@ impl Shared {
             epoll,
             waker,
             pollfd: std::sync::OnceLock::new(),
+            sleeping: AtomicBool::new(false),
+            always_wake: AtomicBool::new(false),
         })
+    }
+
+    /// Gives back the read buffers of connections that received nothing since the last sweep,
+    /// so an idle connection holds no buffer (`bench.md`: idle ≤ 4 KiB) while a busy one keeps
+    /// reading into the spare room of its current buffer instead of allocating per read.
+    pub(crate) fn sweep_buffers(&self) {
+        if !self.sweep_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut held = false;
+        for io in self.all_conns() {
+            let Ok(mut rx) = io.rx.try_lock() else {
+                held = true;
+                continue;
+            };
+            if !rx.busy {
+                rx.strp.shrink();
+            }
+            rx.busy = false;
+            held |= rx.strp.buffered() > 0;
+        }
+        if held {
+            self.sweep_pending.store(true, Ordering::Release);
+        }
     }
 
     pub(crate) fn has_reaps(&self) -> bool {

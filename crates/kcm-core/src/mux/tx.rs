@@ -20,8 +20,6 @@ use crate::errno;
 pub(super) const MAX_TX_MSGS: usize = 256;
 /// Slices up to this long are copied into one buffer instead of getting an iovec each.
 const COALESCE_MAX: usize = 256;
-/// First allocation of that buffer.
-const COALESCE_BUF: usize = 4096;
 /// At most this many bytes go into one transmit.
 const MAX_TX_BYTES: usize = 1 << 20;
 /// At most this many slices go into one transmit: one `writev` takes no more (IOV_MAX). A
@@ -148,10 +146,48 @@ impl EpTx {
     }
 }
 
+/// Copies each run of two or more small slices into one buffer of exactly their size: for a
+/// few dozen bytes a copy is cheaper than an iovec entry of its own, in the write and in the
+/// kernel. Large slices stay zero-copy.
+fn coalesce(bufs: Vec<Bytes>) -> Vec<Bytes> {
+    let small = |b: &Bytes| b.len() <= COALESCE_MAX;
+    if bufs.iter().filter(|b| small(b)).count() < 2 {
+        return bufs;
+    }
+    let mut out = Vec::with_capacity(bufs.len());
+    let mut run: Vec<Bytes> = Vec::new();
+    let flush = |run: &mut Vec<Bytes>, out: &mut Vec<Bytes>| match run.len() {
+        0 => {}
+        1 => out.extend(run.drain(..)),
+        _ => {
+            let mut joined = BytesMut::with_capacity(run.iter().map(Bytes::len).sum());
+            for b in run.drain(..) {
+                joined.extend_from_slice(&b);
+            }
+            out.push(joined.freeze());
+        }
+    };
+    for b in bufs {
+        if small(&b) {
+            run.push(b);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(b);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 impl EpTx {
     /// Queues a completed message and counts it.
     fn enqueue(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
-        self.queue.push_back(TxMsg { parts, len, sent: 0, target });
+        self.queue.push_back(TxMsg {
+            parts,
+            len,
+            sent: 0,
+            target,
+        });
         self.queued_bytes += len;
         // Full now: whoever watches writability (the pollable descriptor) needs the Writable
         // event when room returns, even if no send has failed yet.
@@ -291,9 +327,6 @@ impl MuxCore {
         }
         let e = self.ep_mut(ep)?;
         let mut bufs = Vec::new();
-        // Small messages are copied into one buffer: for a few dozen bytes a copy is cheaper
-        // than an iovec entry of its own, in the write and in the kernel.
-        let mut small = BytesMut::new();
         let mut len = 0;
         'msgs: for m in e.tx.queue.iter().take(MAX_TX_MSGS) {
             if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
@@ -309,29 +342,17 @@ impl MuxCore {
                     skip -= b.len();
                     continue;
                 }
-                if bufs.len() + usize::from(!small.is_empty()) >= MAX_TX_SLICES {
+                if bufs.len() == MAX_TX_SLICES {
                     // The rest (possibly of this very message) goes in the next transmit.
                     break 'msgs;
                 }
-                let part = &b[skip..];
+                let part = b.slice(skip..);
                 len += part.len();
-                if part.len() <= COALESCE_MAX {
-                    if small.capacity() == 0 {
-                        small.reserve(COALESCE_BUF);
-                    }
-                    small.extend_from_slice(part);
-                } else {
-                    if !small.is_empty() {
-                        bufs.push(small.split().freeze());
-                    }
-                    bufs.push(b.slice(skip..));
-                }
+                bufs.push(part);
                 skip = 0;
             }
         }
-        if !small.is_empty() {
-            bufs.push(small.freeze());
-        }
+        let bufs = coalesce(bufs);
         e.tx.writing = Some(len);
         e.tx.space_while_writing = false;
         // Any write flushes batched messages too (the kernel's kcm_write_msgs clears
@@ -735,7 +756,10 @@ mod transmit_regressions {
         let rest = mux.poll_transmit(ep).expect("the rest");
         assert_eq!(
             (rest.bufs.len(), rest.len),
-            (1500 - MAX_TX_SLICES, (COALESCE_MAX + 1) * (1500 - MAX_TX_SLICES))
+            (
+                1500 - MAX_TX_SLICES,
+                (COALESCE_MAX + 1) * (1500 - MAX_TX_SLICES)
+            )
         );
     }
 
