@@ -28,6 +28,9 @@ pub(crate) struct RxState {
     pub(crate) armed: Option<Instant>,
     /// Bytes arrived since the engine's last buffer sweep (see `Shared::sweep_buffers`).
     pub(crate) busy: bool,
+    /// The last pass ended on a short read, not on WouldBlock: an end of stream may be
+    /// waiting unseen (see `Shared::read_passes`).
+    pub(crate) check_eof: bool,
 }
 
 pub(crate) struct ConnIo {
@@ -59,6 +62,7 @@ impl ConnIo {
                 eof: false,
                 armed: None,
                 busy: false,
+                check_eof: false,
             }),
             notified: AtomicBool::new(false),
             reading: AtomicBool::new(false),

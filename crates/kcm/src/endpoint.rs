@@ -364,7 +364,11 @@ impl Endpoint {
             }
         }
         Shared::drain(&mut st.core, &mut events);
+        let job = Shared::take_own_transmit(&mut st, self.id, &mut events);
         drop(st);
+        if let Some(job) = job {
+            self.shared.transmit(self.id, job, &mut events);
+        }
         self.shared.dispatch(events, Some(self.id));
         self.shared.sync_pollfd(self.id, &self.io);
         if sent == 0 && self.is_nonblocking() {
@@ -388,7 +392,11 @@ impl Endpoint {
             Shared::drain(&mut st.core, &mut events);
             match r {
                 Ok(n) => {
+                    let job = Shared::take_own_transmit(&mut st, self.id, &mut events);
                     drop(st);
+                    if let Some(job) = job {
+                        self.shared.transmit(self.id, job, &mut events);
+                    }
                     self.shared.dispatch(events, Some(self.id));
                     // This send may have filled the buffer: the descriptor must stop being
                     // writable (tests/recvmsg.rs, poll_fd_is_writable_only_while_a_send_would_not_block).

@@ -210,18 +210,40 @@ impl Shared {
     /// Writes one transmit of the endpoint, if it has one (any thread may do this for any
     /// endpoint; the core hands out one transmit per endpoint at a time).
     pub(crate) fn pump_tx(&self, ep: EndpointId, events: &mut Vec<Event>) {
-        let (job, io) = {
+        let job = {
             let mut st = self.lock();
             let job = st.core.poll_transmit(ep);
             Self::drain(&mut st.core, events);
             match job {
-                Some(job) => {
-                    let io = self.conn_io(job.conn);
-                    (job, io)
-                }
+                Some(job) => job,
                 None => return,
             }
         };
+        self.transmit(ep, job, events);
+    }
+
+    /// Takes the endpoint's transmit now if the core just asked for one (`TxReady` among
+    /// `events`), so a sender gets its write without locking the mux once more.
+    pub(crate) fn take_own_transmit(
+        st: &mut State,
+        ep: EndpointId,
+        events: &mut Vec<Event>,
+    ) -> Option<kcm_core::mux::Transmit> {
+        let pos = events.iter().position(|e| *e == Event::TxReady(ep))?;
+        events.remove(pos);
+        let job = st.core.poll_transmit(ep);
+        Self::drain(&mut st.core, events);
+        job
+    }
+
+    /// Writes a transmit the core handed out and reports the result back.
+    pub(crate) fn transmit(
+        &self,
+        ep: EndpointId,
+        job: kcm_core::mux::Transmit,
+        events: &mut Vec<Event>,
+    ) {
+        let io = self.conn_io(job.conn);
         let result = match &io {
             None => TxResult::Failed,
             Some(io) => loop {
@@ -303,11 +325,11 @@ impl Shared {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    rx.check_eof = false;
                     // The read buffer's spare room serves the next passes; an idle connection
                     // gives it back at the engine's next sweep.
-                    if rx.strp.buffered() > 0 && !self.sweep_pending.swap(true, Ordering::AcqRel) {
-                        // The engine may be asleep with no timeout: it must start sweeping.
-                        self.engine.waker.wake();
+                    if rx.strp.buffered() > 0 {
+                        self.request_sweep();
                     }
                     return;
                 }
@@ -343,11 +365,25 @@ impl Shared {
                 Self::drain(&mut st.core, events);
             }
             self.arm_timer(io, rx);
-            // No early return on a short read: with edge-triggered epoll, a FIN or RST that
-            // arrived together with the last bytes shares their single wake-up, and a short
-            // read returns the bytes without reporting it. Only WouldBlock (or end of stream)
-            // proves that nothing is left behind the edge (tests/receive.rs,
-            // peer_close_mid_message_posts_epipe_and_delivers_nothing_partial).
+            if n < want {
+                // A short read drained the socket, and with edge-triggered epoll the next
+                // arrival brings a new wake-up. One thing may hide behind the last bytes: a
+                // FIN or RST that arrived with them shares their wake-up and is not reported by
+                // a read that returns data (tests/receive.rs,
+                // peer_close_mid_message_posts_epipe_and_delivers_nothing_partial). Rather
+                // than pay one more read per pass, the engine's sweep checks connections that
+                // went quiet after a short read.
+                rx.check_eof = true;
+                self.request_sweep();
+                return;
+            }
+        }
+    }
+
+    /// Asks the engine for a sweep soon (waking it if it sleeps without a timeout).
+    pub(crate) fn request_sweep(&self) {
+        if !self.sweep_pending.swap(true, Ordering::AcqRel) {
+            self.engine.waker.wake();
         }
     }
 
@@ -461,20 +497,36 @@ impl Shared {
             return;
         }
         let mut held = false;
+        let mut events = Vec::new();
         for io in self.all_conns() {
             let Ok(mut rx) = io.rx.try_lock() else {
                 held = true;
                 continue;
             };
-            if !rx.busy {
+            let quiet = !rx.busy;
+            if quiet {
                 rx.strp.shrink();
             }
             rx.busy = false;
-            held |= rx.strp.buffered() > 0;
+            let check = quiet && rx.check_eof && !rx.done;
+            held |= rx.strp.buffered() > 0 || (rx.check_eof && !check);
+            drop(rx);
+            if check {
+                // Went quiet after a short read: is an end of stream (or data) waiting?
+                match sys::peek(io.fd()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Ok(mut rx) = io.rx.try_lock() {
+                            rx.check_eof = false;
+                        }
+                    }
+                    _ => self.drive_rx(&io, None, &mut events),
+                }
+            }
         }
         if held {
             self.sweep_pending.store(true, Ordering::Release);
         }
+        self.dispatch(events, None);
     }
 
     pub(crate) fn has_reaps(&self) -> bool {

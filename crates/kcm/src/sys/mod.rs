@@ -120,6 +120,14 @@ pub(crate) fn recv_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> i
     Ok(got)
 }
 
+/// Peeks at one byte without blocking or consuming it: `Ok(0)` is end of stream.
+pub(crate) fn peek(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut b = [0u8; 1];
+    rustix::net::recv(fd, &mut b, RecvFlags::DONTWAIT | RecvFlags::PEEK)
+        .map(|(_, n)| n)
+        .map_err(errno)
+}
+
 /// Writes the slices in order with one `sendmsg`, without blocking and without SIGPIPE.
 pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[Bytes]) -> io::Result<usize> {
     const IOV_MAX: usize = 1024;
