@@ -146,37 +146,18 @@ impl EpTx {
     }
 }
 
-/// Copies each run of two or more small slices into one buffer of exactly their size: for a
-/// few dozen bytes a copy is cheaper than an iovec entry of its own, in the write and in the
-/// kernel. Large slices stay zero-copy.
-fn coalesce(bufs: Vec<Bytes>) -> Vec<Bytes> {
-    let small = |b: &Bytes| b.len() <= COALESCE_MAX;
-    if bufs.iter().filter(|b| small(b)).count() < 2 {
-        return bufs;
+/// Replaces the run of small slices at the end of `bufs`, from `start`, by one buffer of
+/// exactly their size when there are two or more: for a few dozen bytes a copy is cheaper than
+/// an iovec entry of its own, in the write and in the kernel. Large slices stay zero-copy.
+fn join_small_run(bufs: &mut Vec<Bytes>, start: usize) {
+    if bufs.len() - start < 2 {
+        return;
     }
-    let mut out = Vec::with_capacity(bufs.len());
-    let mut run: Vec<Bytes> = Vec::new();
-    let flush = |run: &mut Vec<Bytes>, out: &mut Vec<Bytes>| match run.len() {
-        0 => {}
-        1 => out.extend(run.drain(..)),
-        _ => {
-            let mut joined = BytesMut::with_capacity(run.iter().map(Bytes::len).sum());
-            for b in run.drain(..) {
-                joined.extend_from_slice(&b);
-            }
-            out.push(joined.freeze());
-        }
-    };
-    for b in bufs {
-        if small(&b) {
-            run.push(b);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(b);
-        }
+    let mut joined = BytesMut::with_capacity(bufs[start..].iter().map(Bytes::len).sum());
+    for b in bufs.drain(start..) {
+        joined.extend_from_slice(&b);
     }
-    flush(&mut run, &mut out);
-    out
+    bufs.push(joined.freeze());
 }
 
 impl EpTx {
@@ -326,7 +307,9 @@ impl MuxCore {
             Some(true) => {}
         }
         let e = self.ep_mut(ep)?;
-        let mut bufs = Vec::new();
+        let mut bufs = Vec::with_capacity(e.tx.queue.len().min(MAX_TX_MSGS));
+        // Where the current run of small slices starts in `bufs`.
+        let mut run = 0;
         let mut len = 0;
         'msgs: for m in e.tx.queue.iter().take(MAX_TX_MSGS) {
             if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
@@ -348,11 +331,17 @@ impl MuxCore {
                 }
                 let part = b.slice(skip..);
                 len += part.len();
-                bufs.push(part);
+                if part.len() > COALESCE_MAX {
+                    join_small_run(&mut bufs, run);
+                    bufs.push(part);
+                    run = bufs.len();
+                } else {
+                    bufs.push(part);
+                }
                 skip = 0;
             }
         }
-        let bufs = coalesce(bufs);
+        join_small_run(&mut bufs, run);
         e.tx.writing = Some(len);
         e.tx.space_while_writing = false;
         // Any write flushes batched messages too (the kernel's kcm_write_msgs clears

@@ -1,0 +1,91 @@
+//! A pipelined request/ack load on one worker endpoint, for profiling the receive → reply path
+//! (`valgrind --tool=callgrind target/release/examples/pipeline`).
+//!
+//! 8 connections, 64 requests of 32 bytes in flight on each, 16-byte acks; prints messages/s.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kcm::{Endpoint, Kind};
+
+const CONNS: usize = 8;
+const DEPTH: usize = 64;
+
+fn main() -> std::io::Result<()> {
+    let total: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(400_000);
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let ep = Endpoint::new(Kind::Datagram)?;
+    let mut clients = Vec::new();
+    for _ in 0..CONNS {
+        let c = TcpStream::connect(l.local_addr()?)?;
+        let (s, _) = l.accept()?;
+        c.set_nodelay(true)?;
+        s.set_nodelay(true)?;
+        ep.attach(&s, kcm::presets::by_name("thrift").expect("preset"))?;
+        clients.push(c);
+    }
+    ep.set_read_timeout(Some(Duration::from_millis(200)));
+    let worker = std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(64);
+        let mut replies = Vec::with_capacity(64);
+        let mut done = 0usize;
+        while done < total {
+            if ep.recv_batch(&mut batch, 64).is_err() {
+                continue;
+            }
+            let mut acks = BytesMut::with_capacity(batch.len() * 16);
+            for m in batch.drain(..) {
+                acks.extend_from_slice(&[0, 0, 0, 12]);
+                acks.extend_from_slice(&m.data[4..16]);
+                replies.push((m.conn, acks.split().freeze()));
+                done += 1;
+            }
+            let _ = ep.send_batch_to(replies.drain(..));
+        }
+    });
+    let per_conn = total / CONNS;
+    let t0 = Instant::now();
+    let mut threads = Vec::new();
+    for mut c in clients {
+        threads.push(std::thread::spawn(move || {
+            let mut rd = c.try_clone().expect("clone");
+            let reader = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16 * 256];
+                let mut got = 0;
+                while got < per_conn * 16 {
+                    match rd.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+            });
+            let req = [
+                0u8, 0, 0, 28, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0,
+            ];
+            let mut batch = Vec::new();
+            for _ in 0..DEPTH {
+                batch.extend_from_slice(&req);
+            }
+            let mut sent = 0;
+            while sent < per_conn {
+                let n = DEPTH.min(per_conn - sent);
+                c.write_all(&batch[..n * 32]).expect("write");
+                sent += n;
+            }
+            reader.join().expect("reader");
+        }));
+    }
+    for t in threads {
+        t.join().expect("client");
+    }
+    let el = t0.elapsed();
+    println!("{:.0} msgs/s", (per_conn * CONNS) as f64 / el.as_secs_f64());
+    let _ = worker.join();
+    Ok(())
+}
