@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::framer::Framer;
-use crate::poller::{Poller, Ready};
+use crate::poller::{Outbox, Poller, Ready};
 use crate::wire::{self, Op, Request};
 use crate::work;
 
@@ -107,9 +107,7 @@ struct Slot {
 struct Conn {
     stream: TcpStream,
     framer: Framer,
-    out: Vec<u8>,
-    out_off: usize,
-    want_write: bool,
+    out: Outbox,
     template: Vec<u8>,
     slots: Vec<Slot>,
     free: Vec<u16>,
@@ -130,9 +128,7 @@ impl Conn {
         Ok(Conn {
             stream,
             framer: Framer::new(64 * 1024, 1 << 20),
-            out: Vec::with_capacity(64 * 1024),
-            out_off: 0,
-            want_write: false,
+            out: Outbox::with_capacity(64 * 1024),
             template,
             slots: vec![Slot::default(); slots],
             free: (0..slots as u16).rev().collect(),
@@ -158,24 +154,8 @@ impl Conn {
         };
         Request::patch_seq(&mut self.template, seq);
         Request::patch_work(&mut self.template, work_ns);
-        self.out.extend_from_slice(&self.template);
+        self.out.buf.extend_from_slice(&self.template);
         true
-    }
-
-    /// Writes what is queued; returns whether bytes remain.
-    fn flush(&mut self) -> io::Result<bool> {
-        while self.out_off < self.out.len() {
-            match self.stream.write(&self.out[self.out_off..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_off += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.out.clear();
-        self.out_off = 0;
-        Ok(false)
     }
 }
 
@@ -256,11 +236,10 @@ pub fn run_thread(
         }
         for &k in &touched {
             let c = &mut conns[k];
-            let pending = c.flush().context("load generator: write")?;
-            if pending != c.want_write {
-                poller.modify(&c.stream, k as u64, true, pending)?;
-                c.want_write = pending;
-            }
+            c.out
+                .flush(&mut c.stream)
+                .context("load generator: write")?;
+            c.out.watch(&poller, &c.stream, k as u64)?;
         }
         touched.clear();
         let wait = spec

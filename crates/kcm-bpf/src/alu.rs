@@ -8,6 +8,8 @@
 //! 32-bit modulo the "unchanged" dividend is its low half, zero-extended); signed division of
 //! the minimum value by -1 wraps (the verifier rewrites it as a negation).
 
+use std::ops::BitAnd;
+
 use crate::insn::op;
 
 /// An arithmetic operation, decoded once from `code` and `off`.
@@ -68,64 +70,50 @@ fn sext(v: u64, bits: u8) -> u64 {
     }
 }
 
+/// One table of the ALU rules above, written once and instantiated for each operand width
+/// (`$u`/`$i`: the unsigned and signed types, `$mask`: the shift-count mask) so that the
+/// 64-bit and 32-bit operations cannot drift apart.
+macro_rules! alu_rules {
+    ($op:expr, $a:expr, $b:expr, $u:ty, $i:ty, $mask:expr) => {{
+        let (a, b): ($u, $u) = ($a, $b);
+        match $op {
+            AluOp::Add => a.wrapping_add(b),
+            AluOp::Sub => a.wrapping_sub(b),
+            AluOp::Mul => a.wrapping_mul(b),
+            AluOp::Div => a.checked_div(b).unwrap_or(0),
+            AluOp::SDiv => match b {
+                0 => 0,
+                _ => (a as $i).wrapping_div(b as $i) as $u,
+            },
+            AluOp::Or => a | b,
+            AluOp::And => a & b,
+            AluOp::Lsh => a << (b & $mask),
+            AluOp::Rsh => a >> (b & $mask),
+            AluOp::Neg => a.wrapping_neg(),
+            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
+            AluOp::SMod => match b {
+                0 => a,
+                _ => (a as $i).wrapping_rem(b as $i) as $u,
+            },
+            AluOp::Xor => a ^ b,
+            AluOp::Mov => b,
+            // Sign-extend to 64 bits, then keep the operand width.
+            AluOp::MovSx(bits) => sext(b as u64, bits) as $u,
+            AluOp::Arsh => ((a as $i) >> (b & $mask)) as $u,
+        }
+    }};
+}
+
 /// `dst op src` on 64 bits.
 #[inline(always)]
 pub(crate) fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
-    match op {
-        AluOp::Add => a.wrapping_add(b),
-        AluOp::Sub => a.wrapping_sub(b),
-        AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b).unwrap_or(0),
-        AluOp::SDiv => match b {
-            0 => 0,
-            _ => (a as i64).wrapping_div(b as i64) as u64,
-        },
-        AluOp::Or => a | b,
-        AluOp::And => a & b,
-        AluOp::Lsh => a << (b & 63),
-        AluOp::Rsh => a >> (b & 63),
-        AluOp::Neg => a.wrapping_neg(),
-        AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-        AluOp::SMod => match b {
-            0 => a,
-            _ => (a as i64).wrapping_rem(b as i64) as u64,
-        },
-        AluOp::Xor => a ^ b,
-        AluOp::Mov => b,
-        AluOp::MovSx(bits) => sext(b, bits),
-        AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
-    }
+    alu_rules!(op, a, b, u64, i64, 63)
 }
 
 /// `dst op src` on the low 32 bits, zero-extended.
 #[inline(always)]
 pub(crate) fn alu32(op: AluOp, a: u64, b: u64) -> u64 {
-    let (a, b) = (a as u32, b as u32);
-    let r: u32 = match op {
-        AluOp::Add => a.wrapping_add(b),
-        AluOp::Sub => a.wrapping_sub(b),
-        AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b).unwrap_or(0),
-        AluOp::SDiv => match b {
-            0 => 0,
-            _ => (a as i32).wrapping_div(b as i32) as u32,
-        },
-        AluOp::Or => a | b,
-        AluOp::And => a & b,
-        AluOp::Lsh => a << (b & 31),
-        AluOp::Rsh => a >> (b & 31),
-        AluOp::Neg => a.wrapping_neg(),
-        AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-        AluOp::SMod => match b {
-            0 => a,
-            _ => (a as i32).wrapping_rem(b as i32) as u32,
-        },
-        AluOp::Xor => a ^ b,
-        AluOp::Mov => b,
-        AluOp::MovSx(bits) => sext(u64::from(b), bits) as u32,
-        AluOp::Arsh => ((a as i32) >> (b & 31)) as u32,
-    };
-    u64::from(r)
+    u64::from(alu_rules!(op, a as u32, b as u32, u32, i32, 31))
 }
 
 /// Byte-order conversion (`END`): `swap` reverses the low `bits` bytes, otherwise they are
@@ -178,15 +166,18 @@ impl Cond {
     }
 }
 
-/// Evaluates a 64-bit comparison.
+/// Evaluates `c` on operands of one width: `a`, `b` unsigned, `sa`, `sb` the same bits signed.
 #[inline(always)]
-pub(crate) fn cmp64(c: Cond, a: u64, b: u64) -> bool {
-    let (sa, sb) = (a as i64, b as i64);
+fn cmp<U, S>(c: Cond, a: U, b: U, sa: S, sb: S) -> bool
+where
+    U: Ord + Default + BitAnd<Output = U>,
+    S: Ord,
+{
     match c {
         Cond::Eq => a == b,
         Cond::Gt => a > b,
         Cond::Ge => a >= b,
-        Cond::Set => a & b != 0,
+        Cond::Set => a & b != U::default(),
         Cond::Ne => a != b,
         Cond::Sgt => sa > sb,
         Cond::Sge => sa >= sb,
@@ -197,24 +188,17 @@ pub(crate) fn cmp64(c: Cond, a: u64, b: u64) -> bool {
     }
 }
 
+/// Evaluates a 64-bit comparison.
+#[inline(always)]
+pub(crate) fn cmp64(c: Cond, a: u64, b: u64) -> bool {
+    cmp(c, a, b, a as i64, b as i64)
+}
+
 /// Evaluates a comparison of the low 32 bits (JMP32).
 #[inline(always)]
 pub(crate) fn cmp32(c: Cond, a: u64, b: u64) -> bool {
     let (a, b) = (a as u32, b as u32);
-    let (sa, sb) = (a as i32, b as i32);
-    match c {
-        Cond::Eq => a == b,
-        Cond::Gt => a > b,
-        Cond::Ge => a >= b,
-        Cond::Set => a & b != 0,
-        Cond::Ne => a != b,
-        Cond::Sgt => sa > sb,
-        Cond::Sge => sa >= sb,
-        Cond::Lt => a < b,
-        Cond::Le => a <= b,
-        Cond::Slt => sa < sb,
-        Cond::Sle => sa <= sb,
-    }
+    cmp(c, a, b, a as i32, b as i32)
 }
 
 #[cfg(test)]

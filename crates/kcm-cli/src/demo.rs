@@ -25,7 +25,7 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use kcm::{AttachOptions, Endpoint, Kind, Message};
 
-use crate::echo::{EchoConfig, EchoServer};
+use crate::echo::{nothing_received, EchoConfig, EchoServer};
 use crate::pattern::{Pattern, HEADER_LEN};
 
 /// Without a single new reply for this long, the demo gives up and reports what is missing.
@@ -300,11 +300,7 @@ fn client_thread(
         batch.clear();
         match ep.recv_batch(&mut batch, 64) {
             Ok(_) => batch.iter().for_each(|m| table.take_reply(m)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(e) if nothing_received(&e) => {}
             Err(e) => {
                 table.abort.store(true, Ordering::Release);
                 return Err(e).context("receive failed");

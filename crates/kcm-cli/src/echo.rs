@@ -227,6 +227,16 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
+/// Whether a failed receive only means that nothing came: the read timeout expired, a
+/// non-blocking endpoint had nothing queued, or a signal interrupted the wait. The receive
+/// loops just go round again.
+pub fn nothing_received(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
 /// One worker: receive a batch, send each message back where it came from, until `stop`.
 fn worker(ep: &Endpoint, stop: &AtomicBool) -> WorkerReport {
     ep.set_read_timeout(Some(POLL_INTERVAL));
@@ -237,11 +247,7 @@ fn worker(ep: &Endpoint, stop: &AtomicBool) -> WorkerReport {
         batch.clear();
         match ep.recv_batch(&mut batch, BATCH) {
             Ok(_) => echo_batch(ep, &batch, stop, &mut report),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(e) if nothing_received(&e) => {}
             Err(e) => {
                 // Only an error posted on the endpoint itself lands here (EPIPE after a
                 // transmit abort); it is taken by this call, so carry on.
@@ -349,6 +355,22 @@ mod tests {
             "dropped connections: 1 (parser error EPROTO: 1)"
         );
         assert!(report.mux_stats.contains("RX-Msgs"));
+    }
+
+    #[test]
+    fn only_timeouts_and_interruptions_mean_nothing_received() {
+        for kind in [
+            ErrorKind::WouldBlock,
+            ErrorKind::TimedOut,
+            ErrorKind::Interrupted,
+        ] {
+            assert!(nothing_received(&kind.into()), "{kind:?}");
+        }
+        assert!(
+            !nothing_received(&io::Error::from_raw_os_error(32)),
+            "EPIPE"
+        );
+        assert!(!nothing_received(&ErrorKind::UnexpectedEof.into()));
     }
 
     #[test]

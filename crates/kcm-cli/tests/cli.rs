@@ -387,29 +387,39 @@ fn bad_parser_spec_is_a_usage_error() {
 
 #[test]
 fn help_documents_specs_and_flags() {
-    let out = Command::new(KCM).args(["echo", "--help"]).output().unwrap();
-    assert!(out.status.success());
+    assert_help_mentions(
+        "echo",
+        &[
+            "Parser specs",
+            "lf[:OPTIONS]",
+            "bpf:PATH",
+            "--listen",
+            "--workers",
+            "--max-message-size",
+        ],
+    );
+    assert_help_mentions(
+        "demo",
+        &[
+            "--connections",
+            "--threads",
+            "--messages",
+            "--max-size",
+            "--seed",
+            "--workers",
+        ],
+    );
+}
+
+/// `kcm <command> --help` succeeds and mentions every one of `needles`.
+fn assert_help_mentions(command: &str, needles: &[&str]) {
+    let out = Command::new(KCM)
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kcm {command} --help");
     let help = String::from_utf8(out.stdout).unwrap();
-    for needle in [
-        "Parser specs",
-        "lf[:OPTIONS]",
-        "bpf:PATH",
-        "--listen",
-        "--workers",
-        "--max-message-size",
-    ] {
+    for needle in needles {
         assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
-    }
-    let out = Command::new(KCM).args(["demo", "--help"]).output().unwrap();
-    let help = String::from_utf8(out.stdout).unwrap();
-    for flag in [
-        "--connections",
-        "--threads",
-        "--messages",
-        "--max-size",
-        "--seed",
-        "--workers",
-    ] {
-        assert!(help.contains(flag), "`{flag}` missing from:\n{help}");
     }
 }

@@ -119,26 +119,60 @@ pub trait Parser: Send + Sync + fmt::Debug {
     }
 }
 
-impl<P: Parser + ?Sized> Parser for std::sync::Arc<P> {
-    fn parse(&self, view: &[u8]) -> Parse {
-        (**self).parse(view)
-    }
-    fn strip_prefix(&self) -> usize {
-        (**self).strip_prefix()
-    }
-    fn min_view(&self) -> usize {
-        (**self).min_view()
-    }
+/// A shared or boxed parser is a parser. Every method forwards, those with a default too,
+/// so a wrapped parser strips and hints exactly like the one it wraps; one list of methods
+/// serves every pointer type, so none can miss a method added later.
+macro_rules! forward_parser {
+    ($($ptr:ty),*) => {$(
+        impl<P: Parser + ?Sized> Parser for $ptr {
+            fn parse(&self, view: &[u8]) -> Parse {
+                (**self).parse(view)
+            }
+            fn strip_prefix(&self) -> usize {
+                (**self).strip_prefix()
+            }
+            fn min_view(&self) -> usize {
+                (**self).min_view()
+            }
+        }
+    )*};
 }
 
-impl<P: Parser + ?Sized> Parser for Box<P> {
-    fn parse(&self, view: &[u8]) -> Parse {
-        (**self).parse(view)
+forward_parser!(std::sync::Arc<P>, Box<P>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Overrides every defaulted method, so a pointer that fell back to a default shows.
+    #[derive(Debug)]
+    struct Custom;
+
+    impl Parser for Custom {
+        fn parse(&self, view: &[u8]) -> Parse {
+            Parse::Length(view.len() + 1)
+        }
+        fn strip_prefix(&self) -> usize {
+            3
+        }
+        fn min_view(&self) -> usize {
+            5
+        }
     }
-    fn strip_prefix(&self) -> usize {
-        (**self).strip_prefix()
+
+    fn answers(p: &dyn Parser) -> (Parse, usize, usize) {
+        (p.parse(b"ab"), p.strip_prefix(), p.min_view())
     }
-    fn min_view(&self) -> usize {
-        (**self).min_view()
+
+    #[test]
+    fn shared_and_boxed_parsers_forward_every_method() {
+        let want = (Parse::Length(3), 3, 5);
+        assert_eq!(answers(&Arc::new(Custom)), want);
+        assert_eq!(answers(&Box::new(Custom)), want);
+        let shared: Arc<dyn Parser> = Arc::new(Custom);
+        let boxed: Box<dyn Parser> = Box::new(Custom);
+        assert_eq!(answers(&shared), want);
+        assert_eq!(answers(&boxed), want);
     }
 }

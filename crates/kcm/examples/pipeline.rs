@@ -34,10 +34,12 @@ fn main() -> std::io::Result<()> {
         let mut batch = Vec::with_capacity(64);
         let mut replies = Vec::with_capacity(64);
         let mut done = 0usize;
+        let mut batches = 0usize;
         while done < total {
             if ep.recv_batch(&mut batch, 64).is_err() {
                 continue;
             }
+            batches += 1;
             let mut acks = BytesMut::with_capacity(batch.len() * 16);
             for m in batch.drain(..) {
                 acks.extend_from_slice(&[0, 0, 0, 12]);
@@ -47,6 +49,10 @@ fn main() -> std::io::Result<()> {
             }
             let _ = ep.send_batch_to(replies.drain(..));
         }
+        eprintln!(
+            "{batches} batches, {:.1} messages per batch",
+            done as f64 / batches as f64
+        );
     });
     let per_conn = total / CONNS;
     let t0 = Instant::now();

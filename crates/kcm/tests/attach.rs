@@ -12,6 +12,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -107,27 +108,30 @@ fn attach_accepts_ipv6_tcp() {
         eprintln!("skipped: no IPv6 loopback on this host");
         return;
     };
-    let ep = endpoint(Kind::Datagram);
-    let conn = ep.attach(&server, thrift()).unwrap();
-    client.write_all(&frame(b"over v6")).unwrap();
-    let m = ep.recv().unwrap();
-    assert_eq!((&m.data[..], m.conn), (&frame(b"over v6")[..], conn));
-    ep.send(Bytes::from(frame(b"reply"))).unwrap();
-    assert_eq!(read_frame(&mut client).unwrap(), frame(b"reply"));
+    assert_round_trip(&server, &mut client, b"over v6");
 }
 
 /// Extension: a Unix stream socket is a byte stream like TCP and may be attached.
 #[test]
 fn attach_accepts_unix_stream_socket() {
-    let ep = endpoint(Kind::Datagram);
     let (mut peer, ours) = UnixStream::pair().unwrap();
     peer.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let conn = ep.attach(&ours, thrift()).unwrap();
-    peer.write_all(&frame(b"over unix")).unwrap();
-    let m = ep.recv().unwrap();
-    assert_eq!((&m.data[..], m.conn), (&frame(b"over unix")[..], conn));
-    ep.send(Bytes::from(frame(b"reply"))).unwrap();
-    assert_eq!(read_frame(&mut peer).unwrap(), frame(b"reply"));
+    assert_round_trip(&ours, &mut peer, b"over unix");
+}
+
+/// Attaches `ours` to a new endpoint, then passes a message each way between it and `peer`:
+/// `body` in, framed, from `peer`; a reply out, whole, to `peer`.
+fn assert_round_trip(ours: &impl AsFd, peer: &mut (impl Read + Write), body: &[u8]) {
+    let ep = endpoint(Kind::Datagram);
+    let conn = ep.attach(ours, thrift()).expect("attach");
+    peer.write_all(&frame(body)).expect("the peer writes");
+    let m = ep.recv().expect("the message arrives");
+    assert_eq!((&m.data[..], m.conn), (&frame(body)[..], conn));
+    ep.send(Bytes::from(frame(b"reply"))).expect("send");
+    assert_eq!(
+        read_frame(peer).expect("the reply arrives"),
+        frame(b"reply")
+    );
 }
 
 /// §3.1: kcm holds its own reference, so the application may close its descriptor.
@@ -324,13 +328,7 @@ fn unattach_drops_the_parked_message_and_the_partial_one() {
         let s = ep.connection_stats(conn).unwrap();
         s.parser.msgs == 1 && s.parser.bytes == total
     });
-    let text = ep.proc_kcm();
-    assert!(
-        proc_conn_row(&text, conn.index)
-            .unwrap()
-            .contains(&"RdyRx".to_owned()),
-        "{text}"
-    );
+    assert_conn_flag(&ep, conn, "RdyRx", true);
 
     let leftover = ep.unattach(&server).unwrap();
     assert_eq!(&leftover[..], partial);

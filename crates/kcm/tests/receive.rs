@@ -359,19 +359,8 @@ fn parser_error_stops_only_that_connection_and_its_transmit_continues() {
     assert_eq!(&ep.recv().unwrap().data[..], &frame(b"before")[..]);
     assert_eq!(wait_conn_error(&ep, bad), errno::EPROTO);
     assert_only_this_connection_stopped(&ep, (bad, &mut bc), (good, &mut gc));
-    let text = ep.proc_kcm();
-    assert!(
-        proc_conn_row(&text, bad.index)
-            .unwrap()
-            .contains(&"RxStop".to_owned()),
-        "{text}"
-    );
-    assert!(
-        !proc_conn_row(&text, good.index)
-            .unwrap()
-            .contains(&"RxStop".to_owned()),
-        "{text}"
-    );
+    assert_conn_flag(&ep, bad, "RxStop", true);
+    assert_conn_flag(&ep, good, "RxStop", false);
 }
 
 /// §4.4: `ESTRPIPE` on the first look at a message hands the stream back exactly at that
@@ -513,13 +502,7 @@ fn known_length_waits_for_the_whole_remainder() {
         ep.connection_stats(conn).unwrap().parser.bytes == 504
     });
     assert!(try_recv(&ep).is_none(), "half a message was delivered");
-    let text = ep.proc_kcm();
-    assert!(
-        proc_conn_row(&text, conn.index)
-            .unwrap()
-            .contains(&"RxWait=500".to_owned()),
-        "{text}"
-    );
+    assert_conn_flag(&ep, conn, "RxWait=500", true);
     client.write_all(&m[504..]).unwrap();
     assert_eq!(&ep.recv().unwrap().data[..], &m[..]);
     assert_eq!(ep.connection_stats(conn).unwrap().parser.msgs, 1);

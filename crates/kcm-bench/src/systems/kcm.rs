@@ -40,17 +40,7 @@ pub fn start(conns: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<Running> 
     // kcm keeps its own descriptors; ours can go.
     drop(conns);
     eps.insert(0, first);
-    let mut threads = Vec::new();
-    for (w, ep) in eps.into_iter().enumerate() {
-        let ctx = ctx.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("kcm-w{w}"))
-                .spawn(move || worker(ep, &ctx))
-                .context("spawn worker")?,
-        );
-    }
-    Ok(Running::threads(ctx, threads))
+    Running::spawn_workers(ctx, "kcm", eps, worker)
 }
 
 fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {

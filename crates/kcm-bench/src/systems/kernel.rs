@@ -57,20 +57,13 @@ pub fn start(conns: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<Running> 
         )?;
     }
     let conns: Arc<Vec<Mutex<TcpStream>>> = Arc::new(conns.into_iter().map(Mutex::new).collect());
-    let mut threads = Vec::new();
-    for (w, sock) in socks.into_iter().enumerate() {
-        let ctx = ctx.clone();
-        let conns = conns.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("kernel-w{w}"))
-                .spawn(move || worker(&sock, &conns, &ctx))
-                .context("spawn worker")?,
-        );
-    }
+    let shared = conns.clone();
+    let running = Running::spawn_workers(ctx, "kernel", socks, move |sock, ctx| {
+        worker(&sock, &shared, ctx)
+    })?;
     // The TCP sockets outlive the workers' KCM sockets (joined first), so the mux is gone
     // before they close.
-    Ok(Running::threads(ctx, threads).with_on_stop(move || {
+    Ok(running.with_on_stop(move || {
         drop(prog);
         drop(conns);
         Ok(())

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 
 use crate::config::System;
 
@@ -120,6 +120,27 @@ impl Running {
             ctx: ctx.clone(),
             on_stop: None,
         }
+    }
+
+    /// A server of one worker thread per share, named `{name}-w{index}`, each running `worker`
+    /// on its share (the share's connections, or its endpoint) until the run is over.
+    pub fn spawn_workers<T: Send + 'static>(
+        ctx: &ServerCtx,
+        name: &str,
+        shares: impl IntoIterator<Item = T>,
+        worker: impl Fn(T, &ServerCtx) -> anyhow::Result<()> + Clone + Send + 'static,
+    ) -> anyhow::Result<Running> {
+        let mut threads = Vec::new();
+        for (w, share) in shares.into_iter().enumerate() {
+            let (ctx, worker) = (ctx.clone(), worker.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("{name}-w{w}"))
+                    .spawn(move || worker(share, &ctx))
+                    .context("spawn worker")?,
+            );
+        }
+        Ok(Running::threads(ctx, threads))
     }
 
     /// Runs `f` after the threads have been joined (shuts a runtime down, closes sockets).

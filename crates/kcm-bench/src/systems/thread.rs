@@ -2,21 +2,19 @@
 //! thread (dealt round robin at accept), which serves it from its own epoll loop with the
 //! hand-written [`Framer`] and writes the replies of a read pass inline, in one `write`.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 
 use anyhow::Context;
 
 use super::{is_disconnect, serve, Running, ServerCtx, MAX_FRAME, STOP_POLL};
 use crate::framer::Framer;
-use crate::poller::Poller;
+use crate::poller::{Outbox, Poller};
 
 struct Conn {
     stream: TcpStream,
     framer: Framer,
-    out: Vec<u8>,
-    out_off: usize,
-    want_write: bool,
+    out: Outbox,
     open: bool,
 }
 
@@ -27,17 +25,7 @@ pub fn start(conns: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<Running> 
         c.set_nonblocking(true)?;
         shares[i % ctx.workers].push(c);
     }
-    let mut threads = Vec::new();
-    for (w, share) in shares.into_iter().enumerate() {
-        let ctx = ctx.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("thread-w{w}"))
-                .spawn(move || worker(share, &ctx))
-                .context("spawn worker")?,
-        );
-    }
-    Ok(Running::threads(ctx, threads))
+    Running::spawn_workers(ctx, "thread", shares, worker)
 }
 
 fn worker(streams: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<()> {
@@ -48,9 +36,7 @@ fn worker(streams: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<()> {
         conns.push(Conn {
             stream,
             framer: Framer::new(64 * 1024, MAX_FRAME),
-            out: Vec::with_capacity(16 * 1024),
-            out_off: 0,
-            want_write: false,
+            out: Outbox::with_capacity(16 * 1024),
             open: true,
         });
     }
@@ -70,11 +56,7 @@ fn worker(streams: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<()> {
                 Err(e) => return Err(e).context("thread server"),
             }
             if c.open {
-                let pending = c.out_off < c.out.len();
-                if pending != c.want_write {
-                    poller.modify(&c.stream, r.key, true, pending)?;
-                    c.want_write = pending;
-                }
+                c.out.watch(&poller, &c.stream, r.key)?;
             }
         }
     }
@@ -103,7 +85,7 @@ fn serve_conn(c: &mut Conn, readable: bool, ctx: &ServerCtx) -> io::Result<()> {
                 Ok(Some(msg)) => {
                     n += 1;
                     bytes += msg.len() as u64;
-                    serve(msg, &mut c.out, &ctx.counters);
+                    serve(msg, &mut c.out.buf, &ctx.counters);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -114,15 +96,6 @@ fn serve_conn(c: &mut Conn, readable: bool, ctx: &ServerCtx) -> io::Result<()> {
         }
         ctx.counters.add(n, bytes);
     }
-    while c.out_off < c.out.len() {
-        match c.stream.write(&c.out[c.out_off..]) {
-            Ok(n) => c.out_off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    c.out.clear();
-    c.out_off = 0;
+    c.out.flush(&mut c.stream)?;
     Ok(())
 }

@@ -88,6 +88,18 @@ fn recv_all(mux: &mut MuxCore, ep: EndpointId) -> Vec<Bytes> {
     std::iter::from_fn(|| mux.recv(ep, usize::MAX, false).map(|r| r.data)).collect()
 }
 
+/// An endpoint's receive counters: (messages, bytes).
+fn rx_counts(mux: &MuxCore, ep: EndpointId) -> (u64, u64) {
+    let st = mux.endpoint_stats(ep).expect("an open endpoint");
+    (st.rx_msgs, st.rx_bytes)
+}
+
+/// An endpoint's send counters: (messages, bytes).
+fn tx_counts(mux: &MuxCore, ep: EndpointId) -> (u64, u64) {
+    let st = mux.endpoint_stats(ep).expect("an open endpoint");
+    (st.tx_msgs, st.tx_bytes)
+}
+
 /// The receive-eligible FIFO, as endpoint ids.
 fn eligible(mux: &MuxCore) -> Vec<EndpointId> {
     mux.rx_eligible.iter().map(|&i| EndpointId(i)).collect()

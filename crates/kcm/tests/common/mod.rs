@@ -179,6 +179,20 @@ pub fn proc_conn_row(text: &str, index: u32) -> Option<Vec<String>> {
     proc_row(text, &format!("psock-{index}"))
 }
 
+/// Asserts whether the `/proc/net/kcm` line of `conn` shows `flag` (`RxStop`, `RdyRx`,
+/// `RxWait=<n>`, …); a failure prints the whole table.
+#[track_caller]
+pub fn assert_conn_flag(ep: &Endpoint, conn: ConnectionId, flag: &str, shown: bool) {
+    let text = ep.proc_kcm();
+    let row = proc_conn_row(&text, conn.index)
+        .unwrap_or_else(|| panic!("no line for {conn:?} in:\n{text}"));
+    assert_eq!(
+        row.iter().any(|col| col == flag),
+        shown,
+        "{flag} shown on {conn:?}:\n{text}"
+    );
+}
+
 fn proc_row(text: &str, object: &str) -> Option<Vec<String>> {
     text.lines()
         .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())

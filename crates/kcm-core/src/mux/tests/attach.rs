@@ -3,6 +3,21 @@
 use super::*;
 use crate::stats::ParserStats;
 
+/// A datagram mux with connections `a` and `b`, attached in that order, and `data` sent from
+/// its endpoint: the runtime is now writing the transmit, on `a` (the first one handed out).
+fn writing_on_a(data: &[u8]) -> (MuxCore, EndpointId, [ConnectionId; 2], Transmit) {
+    let (mut mux, ep) = mux(Kind::Datagram);
+    let a = mux.attach();
+    let b = mux.attach();
+    send(&mut mux, ep, data);
+    let tx = mux.poll_transmit(ep).unwrap();
+    assert_eq!(
+        tx.conn, a,
+        "the first connection attached is the first handed out"
+    );
+    (mux, ep, [a, b], tx)
+}
+
 #[test]
 fn connection_indices_are_the_lowest_free_and_ids_never_repeat() {
     let (mut mux, _) = mux(Kind::Datagram);
@@ -141,12 +156,8 @@ fn unattach_drops_parked_messages_and_counts_them() {
 
 #[test]
 fn unattach_while_reserved_aborts_and_retries_the_message_from_byte_zero_elsewhere() {
-    let (mut mux, ep) = mux(Kind::Datagram);
-    let a = mux.attach();
-    let b = mux.attach();
-    send(&mut mux, ep, b"0123456789");
-    let tx = mux.poll_transmit(ep).unwrap();
-    assert_eq!((tx.conn, cat(&tx)), (a, b"0123456789".to_vec()));
+    let (mut mux, ep, [a, b], tx) = writing_on_a(b"0123456789");
+    assert_eq!(cat(&tx), b"0123456789".to_vec());
     mux.handle_transmit(ep, a, TxResult::Written(4));
     events(&mut mux);
     assert_eq!(mux.unattach(a, ParserStats::default()), Ok(true));
@@ -177,12 +188,7 @@ fn unattach_while_reserved_aborts_and_retries_the_message_from_byte_zero_elsewhe
 
 #[test]
 fn unattach_while_the_runtime_writes_defers_the_release_until_reported() {
-    let (mut mux, ep) = mux(Kind::Datagram);
-    let a = mux.attach();
-    let b = mux.attach();
-    send(&mut mux, ep, b"0123456789");
-    let tx = mux.poll_transmit(ep).unwrap();
-    assert_eq!(tx.conn, a);
+    let (mut mux, ep, [a, b], _tx) = writing_on_a(b"0123456789");
     events(&mut mux);
     // Another thread unattaches while this transmit is being written.
     assert_eq!(mux.unattach(a, ParserStats::default()), Ok(true));
@@ -229,11 +235,7 @@ fn unattach_while_reserved_with_no_other_connection_waits_for_the_next_attach() 
 
 #[test]
 fn conn_released_is_emitted_exactly_once_per_unattach() {
-    let (mut mux, ep) = mux(Kind::Datagram);
-    let a = mux.attach();
-    let b = mux.attach();
-    send(&mut mux, ep, b"x");
-    let _tx = mux.poll_transmit(ep).unwrap();
+    let (mut mux, ep, [a, b], _tx) = writing_on_a(b"x");
     mux.unattach(a, ParserStats::default()).unwrap();
     mux.unattach(b, ParserStats::default()).unwrap();
     mux.handle_transmit(ep, a, TxResult::WouldBlock);
@@ -258,11 +260,7 @@ fn conn_released_is_emitted_exactly_once_per_unattach() {
 
 #[test]
 fn rx_pass_on_an_unattached_connection_delivers_nothing() {
-    let (mut mux, ep) = mux(Kind::Datagram);
-    let a = mux.attach();
-    let b = mux.attach();
-    send(&mut mux, ep, b"x");
-    let _tx = mux.poll_transmit(ep).unwrap();
+    let (mut mux, ep, [a, b], _tx) = writing_on_a(b"x");
     mux.unattach(a, ParserStats::default()).unwrap();
     // a is unattached but still held by the writer: its late messages are not delivered.
     let out = mux.rx_pass(a, [m(1, 4)], None);
