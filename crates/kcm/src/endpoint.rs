@@ -421,12 +421,7 @@ impl Endpoint {
                                 _ => return Err(io::ErrorKind::WouldBlock.into()),
                             },
                         };
-                        st = self
-                            .shared
-                            .tx_cv
-                            .wait_timeout(st, wait)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
+                        self.shared.tx_cv.wait_for(&mut st, wait);
                     }
                 }
                 Err(e) => {

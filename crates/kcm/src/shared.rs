@@ -1,5 +1,9 @@
 //! The state one mux shares between its endpoints, its engine thread and whoever drives it.
 //!
+//! The mux lock is a `parking_lot` mutex: the lock is taken a few times per message by
+//! threads that hold it for well under a microsecond, where its brief adaptive spinning avoids
+//! most futex sleeps (`kcm bench` W1 0.81 → 0.89–1.01, W3 0.60 → 0.67–0.70; docs/bench.md).
+//!
 //! Locks, always taken in this order: a connection's `rx` → an endpoint's poll descriptor →
 //! `state` (the sans-IO [`MuxCore`]) → the `conns`/`eps` maps. No syscall that can block is
 //! made under `state`; socket reads and writes happen outside it, and their results are fed
@@ -10,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
 use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, TxResult};
@@ -44,9 +48,9 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub(crate) kind: Kind,
     pub(crate) opts: MuxOptions,
-    pub(crate) state: Mutex<State>,
+    pub(crate) state: parking_lot::Mutex<State>,
     /// Senders blocked on a full send buffer wait here.
-    pub(crate) tx_cv: Condvar,
+    pub(crate) tx_cv: parking_lot::Condvar,
     pub(crate) conns: RwLock<HashMap<u64, Arc<ConnIo>>>,
     pub(crate) eps: RwLock<HashMap<u32, Arc<EpIo>>>,
     pub(crate) engine: Arc<EngineIo>,
@@ -74,11 +78,11 @@ impl Shared {
         Shared {
             kind,
             opts,
-            state: Mutex::new(State {
+            state: parking_lot::Mutex::new(State {
                 core,
                 closed: false,
             }),
-            tx_cv: Condvar::new(),
+            tx_cv: parking_lot::Condvar::new(),
             conns: RwLock::new(HashMap::new()),
             eps: RwLock::new(HashMap::new()),
             engine,
@@ -88,8 +92,8 @@ impl Shared {
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     pub(crate) fn conn_by_key(&self, k: u64) -> Option<Arc<ConnIo>> {

@@ -210,7 +210,9 @@ fn core_peak_while_assembling_1mib_is_message_plus_one_read_buffer() {
     );
     assert!(held_by_app <= (MSG + SLACK) as isize);
     assert_eq!(conn.sp.buffered(), 0);
-    assert_eq!(idle_heap, 0);
+    // The allocator counts the whole process: a runtime thread left over from another test may
+    // allocate a few bytes meanwhile.
+    assert!(idle_heap <= SLACK as isize, "idle heap {idle_heap} B");
 }
 
 // ---- runtime level ----
