@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kcm_core::mux::{ConnectionId, EndpointId, Kind, MuxCore, SendError, SendFlags};
+use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, SendError, SendFlags};
 use kcm_core::stats::{ConnStats, EndpointStats, MuxStats};
 use kcm_core::strparser::{StrConfig, StrParser};
 use kcm_core::Parser;
@@ -549,11 +549,18 @@ impl Endpoint {
             let waited = self.io.epoll.wait(&mut ready, timeout);
             self.io.sleeping.store(false, Ordering::SeqCst);
             waited?;
+            // This thread keeps the first read pass that brings it messages; the passes of the
+            // other ready connections go by the eligible FIFO, so a second idle endpoint starts
+            // on them at once instead of waiting for this one to work through everything.
+            let mut prefer = Some(self.id);
             for &(key, _) in &ready {
                 if key == crate::conn::WAKER_KEY {
                     self.io.waker.reset();
                 } else if let Some(conn) = self.shared.conn_by_key(key) {
-                    self.shared.drive_rx(&conn, Some(self.id), &mut events);
+                    self.shared.drive_rx(&conn, prefer, &mut events);
+                    if prefer.is_some() && events.contains(&Event::Readable(self.id)) {
+                        prefer = None;
+                    }
                 }
             }
             self.shared.dispatch(events, Some(self.id));
