@@ -478,12 +478,19 @@ impl Endpoint {
         if max == 0 {
             return Ok(0);
         }
-        let first = self.recv()?;
-        out.push(first);
-        let mut n = 1;
+        let mut n = 0;
         let mut events = Vec::new();
         {
+            // Whatever is queued already is taken under one lock; only an empty queue goes
+            // the blocking way for its first message.
             let mut st = self.shared.lock();
+            if st.core.rx_queued(self.id).is_none_or(|(msgs, _)| msgs == 0) {
+                drop(st);
+                let first = self.recv()?;
+                out.push(first);
+                n = 1;
+                st = self.shared.lock();
+            }
             while n < max {
                 let Some(r) = st.core.recv(self.id, usize::MAX, false) else {
                     break;
