@@ -364,6 +364,21 @@ impl Endpoint {
             }
         }
         Shared::drain(&mut st.core, &mut events);
+        self.finish_send(st, events);
+        if sent == 0 && self.is_nonblocking() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(sent)
+    }
+
+    /// After queuing under the lock: writes this endpoint's own transmit without locking
+    /// again, acts on the rest, and refreshes the pollable descriptor (a send may have filled
+    /// the buffer: tests/recvmsg.rs, poll_fd_is_writable_only_while_a_send_would_not_block).
+    fn finish_send(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, crate::shared::State>,
+        mut events: Vec<Event>,
+    ) {
         let job = Shared::take_own_transmit(&mut st, self.id, &mut events);
         drop(st);
         if let Some(job) = job {
@@ -371,10 +386,6 @@ impl Endpoint {
         }
         self.shared.dispatch(events, Some(self.id));
         self.shared.sync_pollfd(self.id, &self.io);
-        if sent == 0 && self.is_nonblocking() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(sent)
     }
 
     fn send_inner(
@@ -392,15 +403,7 @@ impl Endpoint {
             Shared::drain(&mut st.core, &mut events);
             match r {
                 Ok(n) => {
-                    let job = Shared::take_own_transmit(&mut st, self.id, &mut events);
-                    drop(st);
-                    if let Some(job) = job {
-                        self.shared.transmit(self.id, job, &mut events);
-                    }
-                    self.shared.dispatch(events, Some(self.id));
-                    // This send may have filled the buffer: the descriptor must stop being
-                    // writable (tests/recvmsg.rs, poll_fd_is_writable_only_while_a_send_would_not_block).
-                    self.shared.sync_pollfd(self.id, &self.io);
+                    self.finish_send(st, events);
                     return Ok(n);
                 }
                 Err(SendError::WouldBlock) => {

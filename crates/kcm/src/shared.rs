@@ -432,6 +432,11 @@ impl Shared {
     fn stop_rx(&self, io: &ConnIo, rx: &mut crate::conn::RxState) {
         rx.done = true;
         rx.armed = None;
+        self.remove_from_endpoints(io);
+    }
+
+    /// Takes a connection out of every endpoint epoll (nobody is woken for its bytes).
+    fn remove_from_endpoints(&self, io: &ConnIo) {
         for ep in self
             .eps
             .read()
@@ -457,14 +462,7 @@ impl Shared {
     }
 
     pub(crate) fn deregister_conn(&self, io: &ConnIo) {
-        for ep in self
-            .eps
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            let _ = ep.epoll.delete(io.fd());
-        }
+        self.remove_from_endpoints(io);
         let _ = self.engine.epoll.delete(io.fd());
     }
 
