@@ -4,11 +4,8 @@
 //! A counting global allocator wraps the system allocator in this test binary, so every heap
 //! byte that kcm (or anything else in the process) holds is seen. Two levels:
 //!
-//! - **Core**: one [`StrParser`] driven as the runtime's read loop drives it
-//!   (`Shared::read_passes`): read at most the spare capacity of `recv_buf()`, parse every
-//!   message, and `shrink()` when a read would block (the runtime may defer that to a later
-//!   sweep of idle connections; the release itself is the same). Here the heap growth is the
-//!   connection's buffers and nothing else, and it is checked against `buffered()`.
+//! - **Core**: in `tests/memory_core.rs` (a binary of its own, so no runtime thread allocates
+//!   while it measures).
 //! - **Runtime**: 1,000 loopback connections attached to one mux, each carrying a few
 //!   requests and replies, then left idle; the heap growth of the whole process is split into
 //!   what attaching costs (kcm's per-connection bookkeeping) and what the traffic left behind
@@ -32,187 +29,15 @@ use bytes::Bytes;
 use common::*;
 use counting::{delta, live, peak, reset_peak, serial};
 use kcm::{AttachOptions, Kind};
-use kcm_core::{StrConfig, StrParser};
 
 const KIB: usize = 1024;
 const READ_SIZE: usize = 64 * KIB;
 /// The target for an idle connection's buffers (`bench.md`, memory row).
 const IDLE_TARGET: usize = 4 * KIB;
 
-// ---- core level ----
-
-/// When the application lets go of delivered messages. Messages are zero-copy slices of the
-/// read buffer they arrived in, so a held message keeps that buffer's allocation alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Consume {
-    /// After every read pass (the server handles a pass before the next read).
-    PerRead,
-    /// Only after the whole burst (every read of one wake-up), so the next read cannot reuse
-    /// the buffer the previous read's messages still point into.
-    PerBurst,
-    /// Not at all while the test runs (it inspects `held`).
-    Never,
-}
-
-/// One connection's receive side, driven like the runtime's read loop over bytes that arrive
-/// in bursts (what one readiness wake-up finds in the socket).
-struct Driven {
-    sp: StrParser,
-    now: Instant,
-    consume: Consume,
-    /// Delivered messages the application still holds.
-    held: Vec<Bytes>,
-    /// Largest `buffered()` seen after any step.
-    peak_buffered: usize,
-}
-
-impl Driven {
-    fn new(max_msg_size: usize, consume: Consume, capacity: usize) -> Driven {
-        let cfg = StrConfig {
-            max_msg_size,
-            timeout: None,
-            read_size: READ_SIZE,
-        };
-        Driven {
-            sp: StrParser::new(thrift(), cfg),
-            now: Instant::now(),
-            consume,
-            held: Vec::with_capacity(capacity),
-            peak_buffered: 0,
-        }
-    }
-
-    /// Reads `burst` as the runtime would: `recv_buf()`, read at most its spare capacity,
-    /// `handle_recv`, drain `next_message`; once the burst is used up the next read would
-    /// block, so `shrink()`.
-    fn burst(&mut self, mut burst: &[u8]) {
-        loop {
-            let buf = self.sp.recv_buf();
-            let spare = buf.capacity() - buf.len();
-            let n = spare.min(burst.len());
-            buf.extend_from_slice(&burst[..n]);
-            self.peak_buffered = self.peak_buffered.max(self.sp.buffered());
-            if n == 0 {
-                self.sp.shrink();
-                break;
-            }
-            burst = &burst[n..];
-            self.sp.handle_recv(n, self.now);
-            while let Some(m) = self.sp.next_message().expect("well-formed stream") {
-                self.held.push(m);
-            }
-            self.peak_buffered = self.peak_buffered.max(self.sp.buffered());
-            if self.consume == Consume::PerRead {
-                self.held.clear();
-            }
-        }
-        if self.consume == Consume::PerBurst {
-            self.held.clear();
-        }
-    }
-}
-
-/// `count` Thrift frames of `total` bytes each (header included).
+/// `count` framed messages of `total` bytes each (header included).
 fn stream(total: usize, count: usize) -> Vec<u8> {
     frame(&vec![0x5a; total - 4]).repeat(count)
-}
-
-/// Slack for `bytes`' shared-buffer header (one small allocation per read buffer that has
-/// handed out a message).
-const SLACK: usize = 256;
-
-/// Streams of small and mid-size messages, in bursts of one loopback segment or one full read:
-/// the connection's buffers go back to nothing once idle, and while busy the connection holds
-/// at most one read buffer plus one message. Messages the application still holds keep their
-/// read buffer alive on top of that (zero copy), at most one more read buffer here.
-#[test]
-fn core_connection_is_empty_when_idle_and_bounded_when_busy() {
-    let _g = serial();
-    for consume in [Consume::PerRead, Consume::PerBurst] {
-        for (size, count, burst) in [
-            (32, 10_000, 1448),
-            (32, 10_000, READ_SIZE),
-            (5000, 200, 1448),
-            (5000, 200, READ_SIZE),
-        ] {
-            let input = stream(size, count);
-            let mut conn = Driven::new(128 * KIB, consume, count);
-            let base = reset_peak();
-            for chunk in input.chunks(burst) {
-                conn.burst(chunk);
-            }
-            let idle_heap = delta(live(), base);
-            let peak_heap = peak() - base;
-            println!(
-                "core {size} B messages, {burst} B bursts, consumed {consume:?}: idle \
-                 buffered {} B, idle heap {idle_heap} B, peak buffered {} B, peak heap \
-                 {peak_heap} B",
-                conn.sp.buffered(),
-                conn.peak_buffered
-            );
-            assert_eq!(conn.sp.stats().msgs, count as u64);
-            assert_eq!(conn.sp.buffered(), 0, "an idle connection keeps no buffer");
-            // The allocator counts the whole process: a runtime thread left over from another
-            // test may allocate a few bytes meanwhile.
-            assert!(
-                idle_heap <= SLACK as isize,
-                "an idle connection keeps no heap: {idle_heap} B"
-            );
-            assert!(conn.peak_buffered <= READ_SIZE + size);
-            let app = match consume {
-                Consume::PerRead => 0,
-                Consume::PerBurst | Consume::Never => READ_SIZE,
-            };
-            // Growing a buffer that holds a partial message copies it into a new one: for a
-            // moment both exist, so the heap's peak may reach two buffers.
-            assert!(
-                peak_heap <= 2 * (READ_SIZE + size) + app + SLACK,
-                "peak heap {peak_heap} B"
-            );
-        }
-    }
-}
-
-/// A 1 MiB message arriving in 16 KiB pieces: the connection holds one buffer of exactly the
-/// message's size while it assembles (plus, for a moment, the read buffer it is moved out
-/// of), and nothing once it is delivered.
-#[test]
-fn core_peak_while_assembling_1mib_is_message_plus_one_read_buffer() {
-    let _g = serial();
-    const MSG: usize = 1 << 20;
-    let input = stream(MSG, 1);
-    let mut conn = Driven::new(2 * MSG, Consume::Never, 1);
-    let base = reset_peak();
-    let mut peak_while_partial = 0;
-    for chunk in input.chunks(16 * KIB) {
-        conn.burst(chunk);
-        if conn.held.is_empty() {
-            peak_while_partial = peak_while_partial.max(conn.sp.buffered());
-        }
-    }
-    assert_eq!(conn.held.len(), 1);
-    assert_eq!(conn.held[0].len(), MSG);
-    let held_by_app = delta(live(), base);
-    conn.held.clear();
-    let peak_heap = peak() - base;
-    let idle_heap = delta(live(), base);
-    println!(
-        "core 1 MiB in 16 KiB pieces: buffered while partial {peak_while_partial} B, peak heap \
-         {peak_heap} B, heap while the application holds the message {held_by_app} B \
-         (connection buffered {} B), idle heap {idle_heap} B",
-        conn.sp.buffered()
-    );
-    assert_eq!(peak_while_partial, MSG, "one buffer of exactly the message");
-    assert_eq!(conn.peak_buffered, MSG);
-    assert!(
-        peak_heap <= MSG + READ_SIZE + SLACK,
-        "peak heap {peak_heap} B"
-    );
-    assert!(held_by_app <= (MSG + SLACK) as isize);
-    assert_eq!(conn.sp.buffered(), 0);
-    // The allocator counts the whole process: a runtime thread left over from another test may
-    // allocate a few bytes meanwhile.
-    assert!(idle_heap <= SLACK as isize, "idle heap {idle_heap} B");
 }
 
 // ---- runtime level ----
@@ -260,7 +85,6 @@ fn allow_fds(n: u64) {
 const BOOKKEEPING_BOUND: usize = 4 * IDLE_TARGET;
 
 /// 1,000 connections attached, each carries three requests and three replies, then all idle.
-#[test]
 fn runtime_idle_connections_hold_no_buffers() {
     let _g = serial();
     const CONNS: usize = 1000;
@@ -337,7 +161,6 @@ fn runtime_idle_connections_hold_no_buffers() {
 /// One connection assembling a 1 MiB message written in 16 KiB pieces: the process's heap
 /// peak, the message itself included, stays within the message plus one read buffer (and a
 /// little bookkeeping), and goes back once the message is dropped.
-#[test]
 fn runtime_peak_while_assembling_1mib_message() {
     let _g = serial();
     const MSG: usize = 1 << 20;
@@ -395,4 +218,13 @@ fn runtime_peak_while_assembling_1mib_message() {
         "{idle} B left after the message"
     );
     drop((client, input));
+}
+
+/// Both scenarios in one test: libtest runs tests on threads of its own and captures their
+/// output into growing buffers, and this allocator counts every thread; one test at a time in
+/// the whole binary keeps the counts to kcm alone.
+#[test]
+fn runtime_memory_per_connection() {
+    runtime_idle_connections_hold_no_buffers();
+    runtime_peak_while_assembling_1mib_message();
 }
