@@ -133,7 +133,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
         for key in io.expired(Instant::now()) {
             if let Some(conn) = shared.conn_by_key(key) {
-                shared.check_timeout(&conn, &mut events);
+                shared.check_timeout(&conn);
             }
         }
         shared.dispatch(events, None);

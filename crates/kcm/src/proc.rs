@@ -27,6 +27,7 @@ fn snapshot(shared: &Shared) -> ProcMux {
         pc.sock_rx_queue = inq;
         pc.sock_tx_queue = outq;
         pc.sock_rmem = inq;
+        pc.sock_wmem = outq;
         if let Ok(rx) = io.rx.try_lock() {
             pc.stats.parser = *rx.strp.stats();
             pc.rx_stopped = rx.done;

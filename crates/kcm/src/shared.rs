@@ -2,7 +2,7 @@
 //!
 //! The mux lock is a `parking_lot` mutex: the lock is taken a few times per message by
 //! threads that hold it for well under a microsecond, where its brief adaptive spinning avoids
-//! most futex sleeps (`kcm bench` W1 0.81 → 0.89–1.01, W3 0.60 → 0.67–0.70; docs/bench.md).
+//! most futex sleeps (measured before and after in docs/bench.md).
 //!
 //! Locks, always taken in this order: a connection's `rx` → an endpoint's poll descriptor →
 //! `state` (the sans-IO [`MuxCore`]) → the `conns`/`eps` maps. No syscall that can block is
@@ -402,7 +402,7 @@ impl Shared {
     }
 
     /// The engine's timer for this connection fired (maybe for an old deadline).
-    pub(crate) fn check_timeout(&self, io: &ConnIo, _events: &mut Vec<Event>) {
+    pub(crate) fn check_timeout(&self, io: &ConnIo) {
         let mut rx = io.lock_rx();
         if rx.done {
             return;
@@ -432,6 +432,9 @@ impl Shared {
     fn stop_rx(&self, io: &ConnIo, rx: &mut crate::conn::RxState) {
         rx.done = true;
         rx.armed = None;
+        // Nothing is read any more: there is no end of stream left to look for, and the
+        // sweep must not keep coming back for it.
+        rx.check_eof = false;
         self.remove_from_endpoints(io);
     }
 
@@ -510,7 +513,9 @@ impl Shared {
                 rx.strp.shrink();
             }
             rx.busy = false;
-            let check = quiet && rx.check_eof && !rx.done;
+            // A paused connection is not read until an endpoint takes its parked messages;
+            // checking it now would only find the data it is being held back from.
+            let check = quiet && rx.check_eof && !rx.done && !io.is_paused();
             held |= rx.strp.buffered() > 0 || (rx.check_eof && !check);
             drop(rx);
             if check {

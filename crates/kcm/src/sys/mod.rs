@@ -218,8 +218,18 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// Bytes waiting in the socket's receive queue (SIOCINQ) and unsent bytes in its send queue
 /// (SIOCOUTQ), for `/proc/net/kcm`. Zero where unknown.
 pub(crate) fn queue_lengths(fd: BorrowedFd<'_>) -> (i64, i64) {
+    /// `SIOCOUTQ`, the same request number as `TIOCOUTQ`.
+    const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
     let inq = rustix::io::ioctl_fionread(fd)
         .map(|n| n as i64)
         .unwrap_or(0);
-    (inq, 0)
+    // SAFETY: SIOCOUTQ on a socket writes exactly one C `int` (the unsent byte count) through
+    // the pointer, which is what `Getter<_, c_int>` provides and reads back.
+    let outq = unsafe {
+        rustix::ioctl::ioctl(
+            fd,
+            rustix::ioctl::Getter::<SIOCOUTQ, std::ffi::c_int>::new(),
+        )
+    };
+    (inq, outq.map(i64::from).unwrap_or(0))
 }
