@@ -96,14 +96,14 @@ impl Framer {
 
     /// The total length of the frame at the front, once its header is in.
     fn pending_len(&self) -> Option<usize> {
+        if self.buffered() < HEADER {
+            return None;
+        }
         let hdr: [u8; HEADER] = self
             .buf
             .get(self.start..self.start + HEADER)?
             .try_into()
             .ok()?;
-        if self.buffered() < HEADER {
-            return None;
-        }
         Some(HEADER + u32::from_be_bytes(hdr) as usize)
     }
 

@@ -16,8 +16,9 @@ fn iters_per_us() -> f64 {
     static CAL: OnceLock<f64> = OnceLock::new();
     *CAL.get_or_init(|| {
         // Spin for a while first so the core leaves any low-power state, then take the median
-        // of short rounds: a round slowed by preemption or sped up by a boost burst is an
-        // outlier either way. A rate measured too low would make every request's work short.
+        // of short rounds timed in thread CPU time, so that time spent preempted (the benchmark
+        // shares its cores) does not count. A rate measured too low would make every request's
+        // work short.
         let warm = Instant::now();
         while warm.elapsed() < Duration::from_millis(20) {
             spin_iters(10_000);
@@ -25,9 +26,9 @@ fn iters_per_us() -> f64 {
         let n: u64 = 1_000_000;
         let mut rates: Vec<f64> = (0..9)
             .map(|_| {
-                let t = Instant::now();
+                let t = thread_cpu_time();
                 spin_iters(n);
-                n as f64 / (t.elapsed().as_secs_f64() * 1e6).max(1e-3)
+                n as f64 / (thread_cpu_time().saturating_sub(t).as_secs_f64() * 1e6).max(1e-3)
             })
             .collect();
         rates.sort_by(f64::total_cmp);

@@ -62,7 +62,7 @@ impl AluOp {
 
 /// Sign-extends the low `bits` (8, 16 or 32) of `v` to 64 bits.
 #[inline(always)]
-fn sext(v: u64, bits: u8) -> u64 {
+pub(crate) fn sext(v: u64, bits: u8) -> u64 {
     match bits {
         8 => v as u8 as i8 as i64 as u64,
         16 => v as u16 as i16 as i64 as u64,

@@ -27,6 +27,7 @@ use crate::alu::{self, AluOp, Cond};
 use crate::insn::{op, Insn, HELPER_SKB_LOAD_BYTES};
 use crate::native::NativeLength;
 use crate::verifier::{size_bytes, STACK_SIZE};
+use crate::vm::NEG_EFAULT;
 
 /// Programs longer than this are not examined.
 const MAX_LEN: usize = 4096;
@@ -352,7 +353,7 @@ fn jump(insn: Insn, i: usize, p: &mut Path, work: &mut Vec<Path>) -> Option<Flow
                 store(&mut fail, a, 1, Sym::Const(0))?;
             }
             fail.failed = true;
-            clobber(&mut fail, Sym::Const(-14i64 as u64));
+            clobber(&mut fail, Sym::Const(NEG_EFAULT));
             if k > i32::MAX as u32 {
                 *p = fail;
                 return Some(Flow::Continue);

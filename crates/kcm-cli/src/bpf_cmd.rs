@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use kcm_bpf::{BpfParser, Program};
+use kcm_bpf::{BpfError, BpfParser};
 use kcm_core::{Parse, Parser};
 
 /// Loads a BPF parser program for `--parser bpf:PATH[:SECTION]`: the native length-field
@@ -47,20 +47,21 @@ fn check_report(
         insns.len()
     );
     out.push_str(&kcm_bpf::disassemble(&insns));
-    let program = match Program::new(insns) {
+    // Verified once: the parser holds the program the verifier accepted.
+    let parser = match BpfParser::from_insns(insns) {
         Ok(p) => p,
-        Err(e) => {
+        Err(BpfError::Verify(e)) => {
             let _ = writeln!(out, "verdict: rejected: {e}");
             let verdict = Err(anyhow::anyhow!("the verifier rejected the program: {e}"));
             return Ok((out, verdict));
         }
+        Err(e) => return Err(e.into()),
     };
     let _ = writeln!(
         out,
         "verdict: accepted (stack: {} bytes)",
-        program.stack_depth()
+        parser.program().stack_depth()
     );
-    let parser = BpfParser::from_insns(program.insns().to_vec())?;
     match parser.native() {
         Some(n) => {
             let _ = writeln!(out, "native: yes, runs as a {n}");

@@ -17,7 +17,6 @@ pub struct DropTally {
     pending: HashMap<ConnectionId, String>,
     /// Drops so far, by reason.
     by_reason: BTreeMap<String, u64>,
-    total: u64,
 }
 
 /// The short label a drop is counted under.
@@ -73,7 +72,6 @@ impl DropTally {
                         .remove(&ev.conn)
                         .unwrap_or_else(|| "unknown".to_owned());
                     *self.by_reason.entry(why).or_default() += 1;
-                    self.total += 1;
                 }
             }
         }
@@ -84,7 +82,8 @@ impl DropTally {
 impl fmt::Display for DropTally {
     /// `dropped connections: N`, then the count per reason in parentheses when there are any.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dropped connections: {}", self.total)?;
+        let total: u64 = self.by_reason.values().sum();
+        write!(f, "dropped connections: {total}")?;
         let mut sep = " (";
         for (why, n) in &self.by_reason {
             write!(f, "{sep}{why}: {n}")?;

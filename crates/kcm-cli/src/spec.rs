@@ -72,10 +72,7 @@ fn split_bpf(text: &str) -> Result<(&str, Option<&str>), String> {
     }
 }
 
-/// Loads a BPF parser program.
-///
-/// The BPF engine's CLI module (`bpf_cmd.rs`) is not part of this build yet; until it is,
-/// `bpf:` specs are refused with a clear message rather than a confusing parse error.
+/// Loads a BPF parser program; the error becomes clap's "invalid value" sentence.
 fn load_bpf(path: &Path, section: Option<&str>) -> Result<Arc<dyn Parser>, String> {
     crate::bpf_cmd::load_parser(path, section).map_err(|e| format!("{e:#}"))
 }

@@ -89,14 +89,19 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
             }
         }
         ctx.counters.add(n, bytes);
-        if !replies.is_empty() {
-            match ep.send_batch_to(replies.drain(..)) {
-                Ok(_) => {}
-                // The peer left with requests in flight (end of run).
-                Err(e) if super::is_disconnect(&e) => {}
+        // `send_batch_to` stops early when a connection's send queue fills (it returns the
+        // count it took): send the rest again, or their requests would never be answered.
+        let mut sent = 0;
+        while sent < replies.len() {
+            match ep.send_batch_to(replies[sent..].iter().cloned()) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                // The peer left with requests in flight (end of run): skip its reply.
+                Err(e) if super::is_disconnect(&e) => sent += 1,
                 Err(e) => return Err(e).context("kcm: send_batch_to"),
             }
         }
+        replies.clear();
     }
     Ok(())
 }

@@ -132,8 +132,12 @@ pub(super) fn alu(op: AluOp, a: &Sym, b: &Sym, alu64: bool) -> Sym {
 pub(super) fn endian(v: &Sym, bits: u32, swap: bool) -> Sym {
     match v {
         Sym::Const(c) => Sym::Const(alu::endian(*c, bits as u8, swap)),
-        Sym::Field(f) if swap => map_terms(f, |s| {
-            (s % 8 == 0 && s + 8 <= bits).then_some(Some(bits - 8 - s))
+        // Bytes above the swapped width are dropped, as by the truncation; a term straddling
+        // a byte boundary or the width gives up.
+        Sym::Field(f) if swap => map_terms(f, |s| match s {
+            s if s >= bits => Some(None),
+            s if s % 8 == 0 && s + 8 <= bits => Some(Some(bits - 8 - s)),
+            _ => None,
         }),
         Sym::Field(_) => truncate(v, bits),
         _ => Sym::Unknown,

@@ -150,9 +150,9 @@ fn programs_that_are_not_a_plain_length_field() {
 
 #[test]
 fn high_bytes_beyond_the_int_are_ignored() {
-    // A u64 big-endian read whose top half cannot reach the 32-bit result would need 8 bytes,
-    // but the answer only depends on bytes 4..8: not a field ending where the loads end? It
-    // is: the loads need 8 bytes and the field is bytes 4..8.
+    // A big-endian u64 built from two word loads: its top half never reaches the 32-bit
+    // result, so the answer depends on bytes 4..8 only, and the loads need exactly the bytes
+    // up to the field's end (8): a 4-byte field at offset 4.
     let prog = [
         mov64_reg(6, 1),
         ld_abs(4, 0),
@@ -168,6 +168,28 @@ fn high_bytes_beyond_the_int_are_ignored() {
         (n.length_field().offset(), n.length_field().width()),
         (4, 4)
     );
+}
+
+#[test]
+fn narrow_byte_swap_of_a_wider_field() {
+    // be16 of a big-endian word: the low half's bytes swapped, i.e. bytes 2..4 little-endian.
+    // (This once underflowed computing the new shift of the bytes the swap drops.)
+    let prog = [mov64_reg(6, 1), ld_abs(4, 0), to_be(0, 16), exit()];
+    let n = recognised(&prog).expect("recognised");
+    let lf = n.length_field();
+    assert_eq!(
+        (lf.offset(), lf.width(), lf.order()),
+        (2, 2, ByteOrder::Little)
+    );
+    let parser = BpfParser::from_insns(prog.to_vec()).unwrap();
+    for v in [&[9, 9, 5, 1][..], &[0, 0, 0, 0], &[1, 2, 3]] {
+        let raw = parser.run_interpreter(v).unwrap();
+        assert_eq!(
+            parser.parse(v),
+            Parse::from_raw(i64::from(raw as i32)),
+            "{v:?}"
+        );
+    }
 }
 
 fn byte() -> impl Strategy<Value = u8> {

@@ -24,8 +24,9 @@ const SKF_LL_OFF: i32 = -0x20_0000;
 /// A KCM message has no link-layer header; kcm presents the one the kernel's
 /// `BPF_PROG_TEST_RUN` gives a socket filter: 14 bytes (an Ethernet header), here all zero.
 const LL_HEADER: usize = 14;
-/// `-EFAULT`, what `bpf_skb_load_bytes` returns when the bytes are not there.
-const NEG_EFAULT: u64 = -14i64 as u64;
+/// `-EFAULT`, what `bpf_skb_load_bytes` returns when the bytes are not there (the recogniser
+/// uses the same value, so both fold the program's `ret < 0` test alike).
+pub(crate) const NEG_EFAULT: u64 = -14i64 as u64;
 
 /// Reads `size` (1, 2 or 4) bytes big-endian at `off` of the view, as the kernel's LD_ABS /
 /// LD_IND do: `None` unless all of them are present.
@@ -90,38 +91,18 @@ fn load_bytes(view: &[u8], offset: u64, to: &mut [u8]) -> u64 {
     }
 }
 
-/// Little-endian stack load (the machine is little-endian, as the kernel's would be here).
+/// Little-endian stack load (the machine is little-endian, as the kernel's would be here);
+/// `sx` sign-extends a 1-, 2- or 4-byte value (the verifier refuses 8-byte `MEMSX`).
 #[inline(always)]
 fn stack_load(stack: &[u8], idx: usize, size: u8, sx: bool) -> Option<u64> {
     let b = stack.get(idx..)?;
     let v = match size {
-        1 => {
-            let v = *b.first()?;
-            return Some(if sx {
-                v as i8 as i64 as u64
-            } else {
-                u64::from(v)
-            });
-        }
-        2 => {
-            let v = u16::from_le_bytes(*b.first_chunk()?);
-            return Some(if sx {
-                v as i16 as i64 as u64
-            } else {
-                u64::from(v)
-            });
-        }
-        4 => {
-            let v = u32::from_le_bytes(*b.first_chunk()?);
-            return Some(if sx {
-                v as i32 as i64 as u64
-            } else {
-                u64::from(v)
-            });
-        }
-        _ => u64::from_le_bytes(*b.first_chunk()?),
+        1 => u64::from(*b.first()?),
+        2 => u64::from(u16::from_le_bytes(*b.first_chunk()?)),
+        4 => u64::from(u32::from_le_bytes(*b.first_chunk()?)),
+        _ => return b.first_chunk().map(|c| u64::from_le_bytes(*c)),
     };
-    Some(v)
+    Some(if sx { alu::sext(v, size * 8) } else { v })
 }
 
 #[inline(always)]

@@ -8,6 +8,7 @@ use std::fmt;
 use crate::insn::Insn;
 use crate::verifier::{self, VerifyError};
 use decode::Op;
+pub(crate) use exec::NEG_EFAULT;
 
 /// A run ended at an instruction that a verified program can never reach or execute.
 ///

@@ -185,18 +185,20 @@ impl MuxCore {
     /// Moves messages to eligible endpoints in FIFO order, the rest to the hold queue.
     pub(super) fn requeue(&mut self, msgs: VecDeque<RxMsg>) {
         for m in msgs {
-            let mut placed = false;
-            while let Some(&t) = self.rx_eligible.front() {
-                if self.ep_has_room(t) {
-                    self.enqueue(t, m.clone());
-                    placed = true;
-                    break;
+            // Full endpoints at the head of the FIFO drop out of it (§5.4).
+            let target = loop {
+                match self.rx_eligible.front() {
+                    Some(&t) if self.ep_has_room(t) => break Some(t),
+                    Some(&t) => {
+                        self.rx_eligible.pop_front();
+                        self.set_rx_wait(t, false);
+                    }
+                    None => break None,
                 }
-                self.rx_eligible.pop_front();
-                self.set_rx_wait(t, false);
-            }
-            if !placed {
-                self.hold.push_back(m);
+            };
+            match target {
+                Some(t) => self.enqueue(t, m),
+                None => self.hold.push_back(m),
             }
         }
     }

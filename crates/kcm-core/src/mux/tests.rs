@@ -231,6 +231,18 @@ fn check_tx(mux: &MuxCore) {
             continue;
         };
         let t = &e.tx;
+        if !t.waiting {
+            // `reserve_conn` relies on this to skip scanning the waiter lists.
+            assert!(
+                !waiting.contains(&i)
+                    && mux
+                        .conns
+                        .iter()
+                        .flatten()
+                        .all(|c| !c.addr_waiters.contains(&i)),
+                "endpoint {i} is on a waiter list but not waiting"
+            );
+        }
         let sum: usize = t.queue.iter().map(|m: &TxMsg| m.len).sum();
         assert_eq!(
             t.queued_bytes, sum,

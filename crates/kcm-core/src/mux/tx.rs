@@ -176,6 +176,16 @@ impl EpTx {
             self.blocked = true;
         }
     }
+
+    /// After bytes left the queue: whether a blocked sender must now be told it may send
+    /// again (one `Writable` per block).
+    fn unblock(&mut self) -> bool {
+        let writable = self.blocked && self.queued_bytes < self.sndbuf;
+        if writable {
+            self.blocked = false;
+        }
+        writable
+    }
 }
 
 impl TxMsg {
@@ -203,9 +213,10 @@ impl MuxCore {
         let kind = self.kind;
         let check = match self.ep(ep) {
             None => return Err(SendError::NoEndpoint),
-            Some(e) if e.pending_err.is_some() => {
-                Err(SendError::Pending(e.pending_err.unwrap_or(errno::EPIPE)))
-            }
+            Some(&super::Ep {
+                pending_err: Some(err),
+                ..
+            }) => Err(SendError::Pending(err)),
             Some(e) if e.tx.open.is_none() => match target.map(|t| self.conn(t)) {
                 Some(None) => Err(SendError::NotConnected),
                 Some(Some(c)) if c.done => Err(SendError::NotConnected),
@@ -455,9 +466,7 @@ impl MuxCore {
             e.tx.queued_bytes -= m.len;
             e.tx.queue.pop_front();
         }
-        let writable = e.tx.blocked && e.tx.queued_bytes < e.tx.sndbuf;
-        if writable {
-            e.tx.blocked = false;
+        if e.tx.unblock() {
             self.events.push_back(Event::Writable(EndpointId(ei)));
         }
         self.stats.tx_msgs += msgs;
@@ -582,17 +591,23 @@ impl MuxCore {
             return;
         };
         e.tx.reserved = Some(ci);
-        e.tx.waiting = false;
+        // An endpoint is on a waiter list only while `waiting` is set (`kick_tx` is the only
+        // place that adds one), so the common case, a reservation straight from `kick_tx`,
+        // skips the scan of every connection's waiter list.
+        let was_waiting = std::mem::replace(&mut e.tx.waiting, false);
         let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
             return;
         };
         c.tx_reserved_by = Some(ei);
-        c.tx_avail = false;
         c.stats.tx.reserved += 1;
-        self.tx_avail.retain(|&x| x != ci);
-        self.tx_waiting.retain(|&x| x != ei);
-        for c in self.conns.iter_mut().flatten() {
-            c.addr_waiters.retain(|&x| x != ei);
+        if std::mem::replace(&mut c.tx_avail, false) {
+            self.tx_avail.retain(|&x| x != ci);
+        }
+        if was_waiting {
+            self.tx_waiting.retain(|&x| x != ei);
+            for c in self.conns.iter_mut().flatten() {
+                c.addr_waiters.retain(|&x| x != ei);
+            }
         }
         self.events.push_back(Event::TxReady(EndpointId(ei)));
     }
@@ -673,8 +688,7 @@ impl MuxCore {
         if let Some(m) = e.tx.queue.pop_front() {
             e.tx.queued_bytes -= m.len;
             self.stats.tx_addr_drops += 1;
-            if e.tx.blocked && e.tx.queued_bytes < e.tx.sndbuf {
-                e.tx.blocked = false;
+            if e.tx.unblock() {
                 self.events.push_back(Event::Writable(EndpointId(ei)));
             }
         }

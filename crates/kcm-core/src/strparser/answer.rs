@@ -38,30 +38,14 @@ impl StrParser {
                 self.msg.need_more_view = view;
                 if view > self.cfg.max_msg_size {
                     // Our own bound (the kernel has none here): see StrConfig::max_msg_size.
-                    self.stats.msg_too_big += 1;
-                    let max = self.cfg.max_msg_size;
-                    let e = StrError::TooBig {
-                        offset,
-                        length: None,
-                        seen: view,
-                        max,
-                    };
-                    return Err(self.fail(e));
+                    return Err(self.too_big(None, view));
                 }
                 Ok(Looked::NeedMore)
             }
             Parse::Length(len) => {
                 // §4.3 step 4, in the kernel's order: EMSGSIZE before EPROTO.
                 if len > self.cfg.max_msg_size {
-                    self.stats.msg_too_big += 1;
-                    let max = self.cfg.max_msg_size;
-                    let e = StrError::TooBig {
-                        offset,
-                        length: Some(len),
-                        seen: view,
-                        max,
-                    };
-                    return Err(self.fail(e));
+                    return Err(self.too_big(Some(len), view));
                 }
                 self.check_extends(len, prev)?;
                 self.msg.len = Some(len);
@@ -87,6 +71,19 @@ impl StrParser {
             }
             Parse::Error(e) => Err(self.parser_error(e, offset, prev)),
         }
+    }
+
+    /// EMSGSIZE (`msg_too_big`): the message is longer than `max_msg_size`, or its length is
+    /// still unknown after `seen` bytes, more than that.
+    fn too_big(&mut self, length: Option<usize>, seen: usize) -> StrError {
+        self.stats.msg_too_big += 1;
+        let e = StrError::TooBig {
+            offset: self.msg_start,
+            length,
+            seen,
+            max: self.cfg.max_msg_size,
+        };
+        self.fail(e)
     }
 
     /// EPROTO unless `len` reaches past the view of the previous "need more" answer.
