@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+// EFAULT is the answer for a run that faulted (which a verified program cannot do).
+use kcm_core::errno::EFAULT;
 use kcm_core::{Parse, Parser};
 
 use crate::elf::{load_elf, LoadError};
@@ -11,9 +13,6 @@ use crate::insn::{Insn, RawInsnsError};
 use crate::native::NativeLength;
 use crate::verifier::VerifyError;
 use crate::vm::{Fault, Program};
-
-/// `EFAULT`: the answer for a run that faulted (which a verified program cannot do).
-const EFAULT: i32 = 14;
 
 /// Why a [`BpfParser`] could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -43,7 +43,7 @@ fn errno_name(errno: i32) -> String {
         kcm::errno::EPIPE => "EPIPE",
         kcm::errno::EBADMSG => "EBADMSG",
         kcm::errno::EINVAL => "EINVAL",
-        104 => "ECONNRESET",
+        kcm::errno::ECONNRESET => "ECONNRESET",
         _ => return format!("errno {errno}"),
     };
     name.to_owned()

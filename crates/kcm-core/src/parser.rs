@@ -30,6 +30,20 @@ pub mod errno {
     pub const EINVAL: i32 = 22;
     /// Bad message (used by parsers for malformed headers).
     pub const EBADMSG: i32 = 74;
+    /// No such entry: the connection is not attached to this mux.
+    pub const ENOENT: i32 = 2;
+    /// Bad descriptor: the endpoint is closed.
+    pub const EBADF: i32 = 9;
+    /// Bad address: a parser program faulted.
+    pub const EFAULT: i32 = 14;
+    /// Too many open descriptors: no index left for another endpoint or connection.
+    pub const EMFILE: i32 = 24;
+    /// Connection reset by the peer.
+    pub const ECONNRESET: i32 = 104;
+    /// Not connected: an addressed send names a connection that is not attached.
+    pub const ENOTCONN: i32 = 107;
+    /// Operation already in progress: the connection is already being unattached.
+    pub const EALREADY: i32 = 114;
 }
 
 /// What a [`Parser`] answers about the bytes of the current message seen so far.

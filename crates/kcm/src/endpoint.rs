@@ -340,13 +340,17 @@ impl Endpoint {
                 batch: msgs.peek().is_some(),
                 more: false,
             };
-            match st.core.send(self.id, data.clone(), flags, target) {
+            // Only a send that may block needs the message again afterwards; asking first
+            // spares every other message a reference-count round trip.
+            let keep = (!st.core.can_send(self.id)).then(|| data.clone());
+            match st.core.send(self.id, data, flags, target) {
                 Ok(_) => sent += 1,
                 Err(SendError::WouldBlock) if sent > 0 || self.is_nonblocking() => {
                     // Flush what is queued (the core did) and report what was accepted.
                     break;
                 }
                 Err(SendError::WouldBlock) => {
+                    let data = keep.unwrap_or_default();
                     Shared::drain(&mut st.core, &mut events);
                     drop(st);
                     self.shared

@@ -26,7 +26,7 @@ const SKF_LL_OFF: i32 = -0x20_0000;
 const LL_HEADER: usize = 14;
 /// `-EFAULT`, what `bpf_skb_load_bytes` returns when the bytes are not there (the recogniser
 /// uses the same value, so both fold the program's `ret < 0` test alike).
-pub(crate) const NEG_EFAULT: u64 = -14i64 as u64;
+pub(crate) const NEG_EFAULT: u64 = -(kcm_core::errno::EFAULT as i64) as u64;
 
 /// Reads `size` (1, 2 or 4) bytes big-endian at `off` of the view, as the kernel's LD_ABS /
 /// LD_IND do: `None` unless all of them are present.

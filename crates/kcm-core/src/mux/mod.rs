@@ -45,6 +45,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::errno;
 use crate::stats::{ConnStats, EndpointStats, MuxStats};
 
 pub use rx::{PassOutcome, RecvRead};
@@ -130,10 +131,10 @@ impl MuxError {
     /// The errno the kernel gives for this condition.
     pub fn errno(&self) -> i32 {
         match self {
-            MuxError::NotAttached => 2,          // ENOENT
-            MuxError::AlreadyUnattaching => 114, // EALREADY
-            MuxError::NoEndpoint => 9,           // EBADF
-            MuxError::TooMany => 24,             // EMFILE
+            MuxError::NotAttached => errno::ENOENT,
+            MuxError::AlreadyUnattaching => errno::EALREADY,
+            MuxError::NoEndpoint => errno::EBADF,
+            MuxError::TooMany => errno::EMFILE,
         }
     }
 }

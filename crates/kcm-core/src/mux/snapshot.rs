@@ -19,7 +19,7 @@ impl MuxCore {
                 stats: e.stats,
                 rx_queue_msgs: e.rx.len() as u64,
                 rx_mem: e.rx_mem as u64,
-                tx_queue_msgs: e.tx.queue.len() as u64,
+                tx_queue_msgs: e.tx.queued_msgs as u64,
                 reserved_conn: e.tx.reserved,
                 tx_wait: e.tx.waiting,
                 wait_more: e.tx.wait_more,

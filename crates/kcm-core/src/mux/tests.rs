@@ -248,6 +248,11 @@ fn check_tx(mux: &MuxCore) {
             t.queued_bytes, sum,
             "endpoint {i}: queued_bytes is the sum of queued lengths"
         );
+        let msgs: usize = t.queue.iter().map(TxMsg::msgs).sum();
+        assert_eq!(
+            t.queued_msgs, msgs,
+            "endpoint {i}: queued_msgs counts the messages of every entry"
+        );
         for (k, msg) in t.queue.iter().enumerate() {
             assert!(msg.len > 0, "endpoint {i}: empty message queued");
             assert!(

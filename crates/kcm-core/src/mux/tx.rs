@@ -8,18 +8,20 @@
 //! for [`MuxCore::write_space`], a hard failure retires the connection for transmit and retries
 //! the message from byte 0 elsewhere.
 
-use std::collections::VecDeque;
+mod queue;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ConnectionId, EndpointId, Event, Kind, MuxCore, DEFAULT_BUF};
+use super::{ConnectionId, EndpointId, Event, Kind, MuxCore};
 use crate::errno;
+#[cfg(test)]
+pub(crate) use queue::TxMsg;
+use queue::COALESCE_MAX;
+pub(crate) use queue::{EpTx, Parts};
 
 /// At most this many messages go into one transmit (one `writev`; the kernel's IOV_MAX is
 /// 1024 and each message may need two slices).
 pub(super) const MAX_TX_MSGS: usize = 256;
-/// Slices up to this long are copied into one buffer instead of getting an iovec each.
-const COALESCE_MAX: usize = 256;
 /// At most this many bytes go into one transmit.
 const MAX_TX_BYTES: usize = 1 << 20;
 /// At most this many slices go into one transmit: one `writev` takes no more (IOV_MAX). A
@@ -67,9 +69,9 @@ impl SendError {
         match self {
             SendError::WouldBlock => errno::EAGAIN,
             SendError::Pending(e) => *e,
-            SendError::NotConnected => 107, // ENOTCONN
+            SendError::NotConnected => errno::ENOTCONN,
             SendError::ConnectionDead => errno::EPIPE,
-            SendError::NoEndpoint => 9, // EBADF
+            SendError::NoEndpoint => errno::EBADF,
         }
     }
 }
@@ -98,54 +100,6 @@ pub enum TxResult {
     Failed,
 }
 
-#[derive(Debug)]
-pub(crate) enum Parts {
-    One(Bytes),
-    Many(Vec<Bytes>),
-}
-
-#[derive(Debug)]
-pub(crate) struct TxMsg {
-    pub(super) parts: Parts,
-    pub(super) len: usize,
-    /// Bytes already written on the currently reserved connection.
-    pub(super) sent: usize,
-    pub(super) target: Option<ConnectionId>,
-}
-
-pub(crate) struct EpTx {
-    pub(crate) queue: VecDeque<TxMsg>,
-    pub(crate) queued_bytes: usize,
-    pub(crate) sndbuf: usize,
-    pub(super) open: Option<(Vec<Bytes>, Option<ConnectionId>)>,
-    pub(crate) wait_more: bool,
-    pub(crate) reserved: Option<u32>,
-    pub(crate) writing: Option<usize>,
-    pub(crate) waiting: bool,
-    pub(super) blocked: bool,
-    /// Write space was reported while a transmit was being written. The write may have found
-    /// the socket full before that space appeared, and an edge-triggered readiness report
-    /// comes only once: the next full write must try again instead of waiting for another.
-    pub(super) space_while_writing: bool,
-}
-
-impl EpTx {
-    pub(crate) fn new() -> EpTx {
-        EpTx {
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            sndbuf: DEFAULT_BUF,
-            open: None,
-            wait_more: false,
-            reserved: None,
-            writing: None,
-            waiting: false,
-            blocked: false,
-            space_while_writing: false,
-        }
-    }
-}
-
 /// Replaces the run of small slices at the end of `bufs`, from `start`, by one buffer of
 /// exactly their size when there are two or more: for a few dozen bytes a copy is cheaper than
 /// an iovec entry of its own, in the write and in the kernel. Large slices stay zero-copy.
@@ -158,41 +112,6 @@ fn join_small_run(bufs: &mut Vec<Bytes>, start: usize) {
         joined.extend_from_slice(&b);
     }
     bufs.push(joined.freeze());
-}
-
-impl EpTx {
-    /// Queues a completed message and counts it.
-    fn enqueue(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
-        self.queue.push_back(TxMsg {
-            parts,
-            len,
-            sent: 0,
-            target,
-        });
-        self.queued_bytes += len;
-        // Full now: whoever watches writability (the pollable descriptor) needs the Writable
-        // event when room returns, even if no send has failed yet.
-        if self.queued_bytes >= self.sndbuf {
-            self.blocked = true;
-        }
-    }
-
-    /// After bytes left the queue: whether a blocked sender must now be told it may send
-    /// again (one `Writable` per block).
-    fn unblock(&mut self) -> bool {
-        let writable = self.blocked && self.queued_bytes < self.sndbuf;
-        if writable {
-            self.blocked = false;
-        }
-        writable
-    }
-}
-
-impl TxMsg {
-    fn compatible(&self, conn: ConnectionId) -> bool {
-        // (`Option::is_none_or` would need Rust 1.82; the MSRV is 1.80.)
-        self.target.is_none() || self.target == Some(conn)
-    }
 }
 
 impl MuxCore {
@@ -322,16 +241,12 @@ impl MuxCore {
         // Where the current run of small slices starts in `bufs`.
         let mut run = 0;
         let mut len = 0;
-        'msgs: for m in e.tx.queue.iter().take(MAX_TX_MSGS) {
+        'msgs: for m in e.tx.queue.iter_mut().take(MAX_TX_MSGS) {
             if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
                 break;
             }
             let mut skip = m.sent;
-            let slices: &[Bytes] = match &m.parts {
-                Parts::One(b) => std::slice::from_ref(b),
-                Parts::Many(v) => v,
-            };
-            for b in slices {
+            for b in m.slices() {
                 if skip >= b.len() {
                     skip -= b.len();
                     continue;
@@ -435,7 +350,7 @@ impl MuxCore {
 
     /// Messages and bytes queued for transmit on the endpoint.
     pub fn tx_queued(&self, ep: EndpointId) -> Option<(usize, usize)> {
-        self.ep(ep).map(|e| (e.tx.queue.len(), e.tx.queued_bytes))
+        self.ep(ep).map(|e| (e.tx.queued_msgs, e.tx.queued_bytes))
     }
 
     /// Whether a new message could be queued on the endpoint now without blocking.
@@ -458,13 +373,13 @@ impl MuxCore {
             if n < left {
                 m.sent += n;
                 bytes += n as u64;
+                // Messages of a run written completely are done now, as lone ones would be.
+                msgs += e.tx.trim_head() as u64;
                 break;
             }
             n -= left;
             bytes += left as u64;
-            msgs += 1;
-            e.tx.queued_bytes -= m.len;
-            e.tx.queue.pop_front();
+            msgs += e.tx.pop_head() as u64;
         }
         if e.tx.unblock() {
             self.events.push_back(Event::Writable(EndpointId(ei)));
@@ -530,6 +445,7 @@ impl MuxCore {
             return;
         };
         if let Some(m) = e.tx.queue.front_mut() {
+            // (Messages of a run that were written completely left it as they were written.)
             m.sent = 0;
             if m.target.is_none() || m.target != lost {
                 self.stats.tx_retries += 1;
@@ -685,9 +601,9 @@ impl MuxCore {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(m) = e.tx.queue.pop_front() {
-            e.tx.queued_bytes -= m.len;
-            self.stats.tx_addr_drops += 1;
+        let dropped = e.tx.pop_head();
+        if dropped > 0 {
+            self.stats.tx_addr_drops += dropped as u64;
             if e.tx.unblock() {
                 self.events.push_back(Event::Writable(EndpointId(ei)));
             }

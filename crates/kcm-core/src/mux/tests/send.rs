@@ -6,19 +6,10 @@ fn flags(more: bool, eor: bool, batch: bool) -> SendFlags {
     SendFlags { more, eor, batch }
 }
 
-/// The messages queued on an endpoint, as byte vectors.
+/// The entries queued on an endpoint, as byte vectors (small messages share a run).
 fn queue(mux: &MuxCore, ep: EndpointId) -> Vec<Vec<u8>> {
     let e = mux.ep(ep).expect("endpoint");
-    e.tx.queue
-        .iter()
-        .map(|m| {
-            let parts: &[Bytes] = match &m.parts {
-                tx::Parts::One(b) => std::slice::from_ref(b),
-                tx::Parts::Many(v) => v,
-            };
-            parts.iter().flat_map(|b| b.iter().copied()).collect()
-        })
-        .collect()
+    e.tx.queue.iter().map(tx::TxMsg::bytes).collect()
 }
 
 #[test]

@@ -243,16 +243,58 @@ fn a_report_without_a_transmit_is_ignored() {
 #[test]
 fn a_transmit_is_capped_and_continues() {
     let (mut mux, e, c) = setup(1, 1);
+    // Messages too large to share a run: one queue entry each.
+    let msg = |i: u16| -> Vec<u8> { [i.to_be_bytes().as_slice(), &[0; 298]].concat() };
     for i in 0..300u16 {
-        send(&mut mux, e[0], &i.to_be_bytes());
+        send(&mut mux, e[0], &msg(i));
     }
     let out = flush(&mut mux, e[0]);
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].1.len(), 2 * tx::MAX_TX_MSGS);
+    assert_eq!(out[0].1.len(), 300 * tx::MAX_TX_MSGS);
     let all: Vec<u8> = out.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-    let want: Vec<u8> = (0..300u16).flat_map(u16::to_be_bytes).collect();
+    let want: Vec<u8> = (0..300u16).flat_map(msg).collect();
     assert_eq!(all, want);
     assert!(out.iter().all(|(conn, _)| *conn == c[0]));
+    check_invariants(&mux);
+}
+
+#[test]
+fn small_messages_share_runs_and_are_counted_one_by_one() {
+    let (mut mux, e, c) = setup(1, 1);
+    for i in 0..300u16 {
+        send(&mut mux, e[0], &i.to_be_bytes());
+    }
+    assert_eq!(mux.tx_queued(e[0]), Some((300, 600)));
+    let out = flush(&mut mux, e[0]);
+    assert_eq!(out.len(), 1, "one write for all of them");
+    let want: Vec<u8> = (0..300u16).flat_map(u16::to_be_bytes).collect();
+    assert_eq!(out[0], (c[0], want));
+    assert_eq!(mux.stats().tx_msgs, 300);
+    assert_eq!(mux.conn_stats(c[0]).map(|s| s.tx.tx_msgs), Some(300));
+    check_invariants(&mux);
+}
+
+#[test]
+fn a_connection_failing_inside_a_run_loses_only_the_message_it_was_writing() {
+    let (mut mux, e, c) = setup(1, 2);
+    for m in [b"aaaa", b"bbbb", b"cccc"] {
+        send(&mut mux, e[0], m);
+    }
+    events(&mut mux);
+    let tx = mux.poll_transmit(e[0]).expect("a transmit");
+    assert_eq!((tx.conn, tx.len), (c[0], 12));
+    // The first message and half of the second go out, then the connection fails.
+    mux.handle_transmit(e[0], c[0], TxResult::Written(6));
+    assert_eq!(mux.tx_queued(e[0]), Some((2, 8)));
+    assert_eq!(mux.stats().tx_msgs, 1);
+    mux.write_space(c[0]);
+    events(&mut mux);
+    let tx = mux.poll_transmit(e[0]).expect("the rest");
+    mux.handle_transmit(e[0], tx.conn, TxResult::Failed);
+    // Retried from the start of the message that was cut, on the other connection.
+    assert_eq!(flush(&mut mux, e[0]), vec![(c[1], b"bbbbcccc".to_vec())]);
+    assert_eq!(mux.stats().tx_msgs, 3);
+    assert_eq!(mux.stats().tx_retries, 1);
     check_invariants(&mux);
 }
 

@@ -1,0 +1,346 @@
+//! An endpoint's transmit queue: completed messages waiting for their connection.
+//!
+//! Small whole messages for the same destination are copied back to back into one entry (a
+//! *run*) as they are queued, the way the `thread` server of `kcm bench` appends its replies to
+//! one output buffer: a pipelined server answering 32-byte requests would otherwise pay a
+//! queue entry, a reference count, an iovec and a completion per reply. A run still knows
+//! where each of its messages ends, so a connection that fails half-way through it loses only
+//! the message it was writing (the ones it wrote completely are done, as in the kernel), and
+//! every counter still counts messages.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::super::{ConnectionId, DEFAULT_BUF};
+
+/// Messages up to this long are copied into a run instead of being queued on their own (the
+/// same bound under which a transmit copies slices rather than giving each an iovec).
+pub(in crate::mux) const COALESCE_MAX: usize = 256;
+/// A run stops growing at this many bytes: its bytes leave the send-buffer accounting only
+/// when all of it is written, so it must stay small next to any sensible send buffer.
+const RUN_MAX: usize = 4096;
+/// A run's first allocation: a batch of small replies fits without growing it, while a run
+/// of just two messages does not hold much more memory than they need.
+const RUN_START: usize = 1024;
+
+/// The bytes of one queue entry.
+#[derive(Debug)]
+pub(crate) enum Parts {
+    /// A message given in one call (zero-copy).
+    One(Bytes),
+    /// A message built from several `MSG_MORE` calls (zero-copy, one slice per call).
+    Many(Vec<Bytes>),
+    /// Small whole messages, copied back to back.
+    Run(Run),
+}
+
+/// Small whole messages for one destination, copied into one buffer.
+#[derive(Debug)]
+pub(crate) struct Run {
+    /// Growing while no transmit has taken it; frozen once one has (a transmit holds a
+    /// zero-copy view of it, and it must not move).
+    data: RunData,
+    /// Where each message ends, from the start of `data`.
+    ends: Vec<u32>,
+}
+
+#[derive(Debug)]
+enum RunData {
+    Open(BytesMut),
+    Frozen(Bytes),
+}
+
+/// One queue entry: a message, or a run of messages with the same destination.
+#[derive(Debug)]
+pub(crate) struct TxMsg {
+    pub(crate) parts: Parts,
+    /// Bytes in the entry.
+    pub(crate) len: usize,
+    /// Bytes already written on the currently reserved connection.
+    pub(crate) sent: usize,
+    pub(crate) target: Option<ConnectionId>,
+}
+
+impl TxMsg {
+    /// Whether the entry may be written on `conn`.
+    pub(super) fn compatible(&self, conn: ConnectionId) -> bool {
+        // (`Option::is_none_or` would need Rust 1.82; the MSRV is 1.80.)
+        self.target.is_none() || self.target == Some(conn)
+    }
+
+    /// Messages in the entry.
+    pub(crate) fn msgs(&self) -> usize {
+        match &self.parts {
+            Parts::Run(r) => r.ends.len(),
+            _ => 1,
+        }
+    }
+
+    /// The entry's slices, in order. A run is frozen first: a transmit is about to hold a
+    /// view of it.
+    pub(super) fn slices(&mut self) -> &[Bytes] {
+        match &mut self.parts {
+            Parts::One(b) => std::slice::from_ref(b),
+            Parts::Many(v) => v,
+            Parts::Run(r) => {
+                if let RunData::Open(buf) = &mut r.data {
+                    r.data = RunData::Frozen(std::mem::take(buf).freeze());
+                }
+                match &r.data {
+                    RunData::Frozen(b) => std::slice::from_ref(b),
+                    RunData::Open(_) => &[],
+                }
+            }
+        }
+    }
+
+    /// All the entry's bytes, in order (for tests and inspection).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        match &self.parts {
+            Parts::One(b) => b.to_vec(),
+            Parts::Many(v) => v.iter().flat_map(|b| b.iter().copied()).collect(),
+            Parts::Run(r) => match &r.data {
+                RunData::Open(b) => b.to_vec(),
+                RunData::Frozen(b) => b.to_vec(),
+            },
+        }
+    }
+
+    /// Appends a small whole message to this entry if it can hold it: same destination, this
+    /// entry a small message or a run still growing, the result within [`RUN_MAX`]. A lone
+    /// message becomes a run only when a second one joins it, so a message sent on its own
+    /// stays zero-copy. Appending behind bytes that a transmit may already be writing is
+    /// safe: the entry's bytes before the new ones do not change.
+    fn try_append(&mut self, data: &Bytes, target: Option<ConnectionId>) -> bool {
+        if self.target != target || self.len + data.len() > RUN_MAX {
+            return false;
+        }
+        let len = self.len;
+        match &mut self.parts {
+            Parts::One(first) if len <= COALESCE_MAX => {
+                // Sized for a typical batch of replies; it doubles as needed up to RUN_MAX.
+                let mut buf = BytesMut::with_capacity(RUN_START);
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(data);
+                let mut ends = Vec::with_capacity(RUN_START / 16);
+                ends.extend([len as u32, (len + data.len()) as u32]);
+                self.parts = Parts::Run(Run {
+                    data: RunData::Open(buf),
+                    ends,
+                });
+            }
+            Parts::Run(Run {
+                data: RunData::Open(buf),
+                ends,
+            }) => {
+                buf.extend_from_slice(data);
+                ends.push((len + data.len()) as u32);
+            }
+            _ => return false,
+        }
+        self.len += data.len();
+        true
+    }
+
+    /// Removes the messages written completely (`sent` bytes are written) and returns how
+    /// many and their bytes. Only a run can hold such messages; a lone message has none.
+    fn trim_written(&mut self) -> (usize, usize) {
+        let Parts::Run(r) = &mut self.parts else {
+            return (0, 0);
+        };
+        let done = r.ends.partition_point(|&end| end as usize <= self.sent);
+        // A fully written entry has left the queue, so at least one message remains.
+        if done == 0 || done >= r.ends.len() {
+            return (0, 0);
+        }
+        let cut = r.ends[done - 1] as usize;
+        match &mut r.data {
+            RunData::Open(b) => b.advance(cut),
+            RunData::Frozen(b) => b.advance(cut),
+        }
+        r.ends.drain(..done);
+        for end in &mut r.ends {
+            *end -= cut as u32;
+        }
+        self.len -= cut;
+        self.sent -= cut;
+        (done, cut)
+    }
+}
+
+/// An endpoint's transmit side (§2.2, §5.3).
+pub(crate) struct EpTx {
+    pub(crate) queue: VecDeque<TxMsg>,
+    pub(crate) queued_bytes: usize,
+    /// Messages in `queue` (runs hold several).
+    pub(crate) queued_msgs: usize,
+    pub(crate) sndbuf: usize,
+    pub(crate) open: Option<(Vec<Bytes>, Option<ConnectionId>)>,
+    pub(crate) wait_more: bool,
+    pub(crate) reserved: Option<u32>,
+    pub(crate) writing: Option<usize>,
+    pub(crate) waiting: bool,
+    pub(crate) blocked: bool,
+    /// Write space was reported while a transmit was being written. The write may have found
+    /// the socket full before that space appeared, and an edge-triggered readiness report
+    /// comes only once: the next full write must try again instead of waiting for another.
+    pub(crate) space_while_writing: bool,
+}
+
+impl EpTx {
+    pub(crate) fn new() -> EpTx {
+        EpTx {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            queued_msgs: 0,
+            sndbuf: DEFAULT_BUF,
+            open: None,
+            wait_more: false,
+            reserved: None,
+            writing: None,
+            waiting: false,
+            blocked: false,
+            space_while_writing: false,
+        }
+    }
+
+    /// Queues a completed message (joining the run at the tail when it is small enough).
+    pub(super) fn enqueue(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
+        self.queued_bytes += len;
+        self.queued_msgs += 1;
+        let joined = match (&parts, self.queue.back_mut()) {
+            (Parts::One(data), Some(tail)) if len <= COALESCE_MAX => tail.try_append(data, target),
+            _ => false,
+        };
+        if !joined {
+            self.queue.push_back(TxMsg {
+                parts,
+                len,
+                sent: 0,
+                target,
+            });
+        }
+        // Full now: whoever watches writability (the pollable descriptor) needs the Writable
+        // event when room returns, even if no send has failed yet.
+        if self.queued_bytes >= self.sndbuf {
+            self.blocked = true;
+        }
+    }
+
+    /// Takes the head entry off the queue (written or dropped); returns its message count.
+    pub(super) fn pop_head(&mut self) -> usize {
+        match self.queue.pop_front() {
+            Some(m) => {
+                self.queued_bytes -= m.len;
+                self.queued_msgs -= m.msgs();
+                m.msgs()
+            }
+            None => 0,
+        }
+    }
+
+    /// After a partial write of the head entry: removes the messages of a run that are now
+    /// written completely (they are done, and a retry on another connection must not send
+    /// them again) and returns how many.
+    pub(super) fn trim_head(&mut self) -> usize {
+        let Some(m) = self.queue.front_mut() else {
+            return 0;
+        };
+        let (msgs, bytes) = m.trim_written();
+        self.queued_bytes -= bytes;
+        self.queued_msgs -= msgs;
+        msgs
+    }
+
+    /// After bytes left the queue: whether a blocked sender must now be told it may send
+    /// again (one `Writable` per block).
+    pub(super) fn unblock(&mut self) -> bool {
+        let writable = self.blocked && self.queued_bytes < self.sndbuf;
+        if writable {
+            self.blocked = false;
+        }
+        writable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(index: u32) -> Option<ConnectionId> {
+        Some(ConnectionId { index, gen: index })
+    }
+
+    fn one(b: &'static [u8]) -> Parts {
+        Parts::One(Bytes::from_static(b))
+    }
+
+    #[test]
+    fn small_messages_for_one_destination_share_an_entry() {
+        let mut q = EpTx::new();
+        q.enqueue(one(b"ab"), 2, conn(1));
+        assert!(
+            matches!(q.queue[0].parts, Parts::One(_)),
+            "alone: zero-copy"
+        );
+        q.enqueue(one(b"cde"), 3, conn(1));
+        q.enqueue(one(b"f"), 1, conn(1));
+        // Another destination starts a new entry.
+        q.enqueue(one(b"gh"), 2, conn(2));
+        assert_eq!(q.queue.len(), 2);
+        assert_eq!(q.queue[0].bytes(), b"abcdef");
+        assert_eq!((q.queue[0].msgs(), q.queue[0].len), (3, 6));
+        assert_eq!((q.queued_msgs, q.queued_bytes), (4, 8));
+    }
+
+    #[test]
+    fn large_messages_and_frozen_runs_are_not_joined() {
+        let mut q = EpTx::new();
+        let big = Bytes::from(vec![1u8; COALESCE_MAX + 1]);
+        q.enqueue(Parts::One(big.clone()), big.len(), None);
+        q.enqueue(one(b"x"), 1, None);
+        assert_eq!(q.queue.len(), 2, "a large message is never copied");
+        q.enqueue(one(b"y"), 1, None);
+        assert_eq!(q.queue.len(), 2);
+        // A transmit takes a view of the run: it stops growing.
+        assert_eq!(q.queue[1].slices().len(), 1);
+        q.enqueue(one(b"z"), 1, None);
+        assert_eq!(q.queue.len(), 3);
+        assert_eq!(q.queued_msgs, 4);
+    }
+
+    #[test]
+    fn runs_stop_at_their_size_limit() {
+        let mut q = EpTx::new();
+        let m = Bytes::from(vec![0u8; 200]);
+        for _ in 0..100 {
+            q.enqueue(Parts::One(m.clone()), 200, None);
+        }
+        assert!(q.queue.iter().all(|e| e.len <= RUN_MAX));
+        assert_eq!(q.queue.iter().map(TxMsg::msgs).sum::<usize>(), 100);
+        assert_eq!(q.queued_bytes, 20_000);
+    }
+
+    #[test]
+    fn a_partly_written_run_drops_the_messages_written_completely() {
+        let mut q = EpTx::new();
+        for m in [&b"aaaa"[..], b"bbbb", b"cccc"] {
+            q.enqueue(Parts::One(Bytes::from_static(m)), 4, None);
+        }
+        let _ = q.queue[0].slices();
+        // The connection took the first message and half of the second.
+        q.queue[0].sent = 6;
+        assert_eq!(q.trim_head(), 1);
+        assert_eq!(q.queue[0].bytes(), b"bbbbcccc");
+        assert_eq!((q.queue[0].sent, q.queue[0].msgs()), (2, 2));
+        assert_eq!((q.queued_msgs, q.queued_bytes), (2, 8));
+        // Nothing more written completely: nothing removed.
+        q.queue[0].sent = 3;
+        assert_eq!(q.trim_head(), 0);
+        assert_eq!(q.queue[0].len, 8);
+        assert_eq!(q.pop_head(), 2);
+        assert_eq!((q.queued_msgs, q.queued_bytes), (0, 0));
+    }
+}
