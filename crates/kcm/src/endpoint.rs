@@ -498,16 +498,9 @@ impl Endpoint {
                 n = 1;
                 st = self.shared.lock();
             }
-            while n < max {
-                let Some(r) = st.core.recv(self.id, usize::MAX, false) else {
-                    break;
-                };
-                out.push(Message {
-                    data: r.data,
-                    conn: r.conn,
-                });
-                n += 1;
-            }
+            n += st.core.recv_many(self.id, max - n, |data, conn| {
+                out.push(Message { data, conn })
+            });
             Shared::drain(&mut st.core, &mut events);
         }
         self.shared.dispatch(events, Some(self.id));

@@ -349,16 +349,11 @@ impl Shared {
             };
             rx.busy = true;
             rx.strp.handle_recv(n, Instant::now());
-            loop {
-                match rx.strp.next_message() {
-                    Ok(Some(m)) => msgs.push(m),
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.stop_rx(io, rx);
-                        self.log_event(io.id, ConnectionEventKind::ParserError(e));
-                        break;
-                    }
-                }
+            // The messages before a failure in the stream are delivered all the same (as the
+            // kernel does), after the connection is stopped.
+            if let Err(e) = rx.strp.next_messages(&mut msgs) {
+                self.stop_rx(io, rx);
+                self.log_event(io.id, ConnectionEventKind::ParserError(e));
             }
             if !msgs.is_empty() {
                 let mut st = self.lock();

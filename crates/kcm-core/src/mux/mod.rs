@@ -35,6 +35,7 @@
 //! ```
 
 mod rx;
+mod rx_batch;
 mod snapshot;
 #[cfg(test)]
 mod tests;

@@ -60,23 +60,35 @@ impl MuxCore {
                 target = Some(p.0);
             }
         }
-        for data in msgs {
-            if !paused {
-                if let Some(t) = self.steer(&mut target) {
-                    self.deliver(t, RxMsg { data, conn });
-                    out.delivered += 1;
-                    continue;
-                }
-                paused = true;
+        let mut msgs = msgs.into_iter();
+        let mut next = msgs.next();
+        while !paused && next.is_some() {
+            match self
+                .steer(&mut target)
+                .map(|t| self.fill(t, conn, &mut next, &mut msgs))
+            {
+                // `steer` answers an endpoint only when `fill` will take at least `next`
+                // there (one admission rule for both); parking is the safe way never to go
+                // round without progress all the same.
+                Some(0) | None => paused = true,
+                Some(n) => out.delivered += n,
             }
-            if let Some(c) = self.conn_mut(conn) {
-                c.parked.push_back(data);
-                out.parked += 1;
-                if !c.ready {
-                    c.ready = true;
-                    self.ready_conns.push_back(conn.index);
+        }
+        // No endpoint can take the rest: parked, in order, and the connection paused.
+        let newly_ready = match self.conn_mut(conn) {
+            Some(c) => {
+                for data in next.into_iter().chain(msgs) {
+                    c.parked.push_back(data);
+                    out.parked += 1;
                 }
+                let newly = out.parked > 0 && !c.ready;
+                c.ready |= newly;
+                newly
             }
+            None => false,
+        };
+        if newly_ready {
+            self.ready_conns.push_back(conn.index);
         }
         // End of the pass: the reserved endpoint rejoins the tail of the FIFO (§5.1).
         if let Some(t) = target {
@@ -228,18 +240,23 @@ impl MuxCore {
                 continue;
             };
             let conn = c.id;
-            while self.ep_has_room(ei) {
-                let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
-                    break;
-                };
-                let Some(data) = c.parked.pop_front() else {
-                    break;
-                };
-                self.deliver(ei, RxMsg { data, conn });
+            // Its parked messages go over as one run while there is room; the first that does
+            // not fit goes back to the head.
+            let mut parked = std::mem::take(&mut c.parked);
+            let mut next = parked.pop_front();
+            self.fill(
+                ei,
+                conn,
+                &mut next,
+                &mut std::iter::from_fn(|| parked.pop_front()),
+            );
+            if let Some(data) = next {
+                parked.push_front(data);
             }
             let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
                 break;
             };
+            c.parked = parked;
             if !c.parked.is_empty() {
                 return;
             }
@@ -253,7 +270,7 @@ impl MuxCore {
         }
     }
 
-    fn ep_has_room(&self, ei: u32) -> bool {
+    pub(super) fn ep_has_room(&self, ei: u32) -> bool {
         // Admission: below SO_RCVBUF before adding (§5.1), never while disabled.
         self.eps
             .get(ei as usize)
@@ -261,15 +278,9 @@ impl MuxCore {
             .is_some_and(|e| !e.disabled && e.rx_mem < e.rcvbuf)
     }
 
-    /// Queues a message coming from a connection: the first time it reaches an endpoint, so
-    /// the mux counts it (a later requeue moves it without counting it again).
-    fn deliver(&mut self, ei: u32, m: RxMsg) {
-        self.stats.rx_msgs += 1;
-        self.stats.rx_bytes += m.data.len() as u64;
-        self.enqueue(ei, m);
-    }
-
-    fn enqueue(&mut self, ei: u32, m: RxMsg) {
+    /// Queues a message on an endpoint (one that is moved: held or requeued; messages coming
+    /// from a connection go through [`fill`](Self::fill), which also counts them).
+    pub(super) fn enqueue(&mut self, ei: u32, m: RxMsg) {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -282,9 +293,47 @@ impl MuxCore {
         }
     }
 
+    /// Queues messages from connection `conn` (`next`, then `rest`: a pass, or what it
+    /// parked) on endpoint `ei` while it has room, with one endpoint lookup for the run: the
+    /// admission rule is checked before each message (§5.1), `Readable` comes only for the
+    /// first message into an empty queue, and the mux counts each message, this being the
+    /// first time it reaches an endpoint (a later requeue moves it without counting it
+    /// again). Leaves the first message that did not fit in `next`; returns how many it
+    /// queued.
+    fn fill(
+        &mut self,
+        ei: u32,
+        conn: ConnectionId,
+        next: &mut Option<Bytes>,
+        rest: &mut impl Iterator<Item = Bytes>,
+    ) -> usize {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let was_empty = e.rx.is_empty();
+        let (mut n, mut bytes) = (0, 0);
+        // The admission rule of `ep_has_room`, checked before each message (§5.1).
+        while !e.disabled && e.rx_mem < e.rcvbuf {
+            let Some(data) = next.take() else {
+                break;
+            };
+            e.rx_mem += data.len();
+            bytes += data.len() as u64;
+            n += 1;
+            e.rx.push_back(RxMsg { data, conn });
+            *next = rest.next();
+        }
+        if was_empty && n > 0 {
+            self.events.push_back(Event::Readable(EndpointId(ei)));
+        }
+        self.stats.rx_msgs += n as u64;
+        self.stats.rx_bytes += bytes;
+        n
+    }
+
     /// The endpoint the next message of a pass goes to: the current reservation while it has
     /// room, else the head of the eligible FIFO (a full one drops out, §5.1).
-    fn steer(&mut self, target: &mut Option<u32>) -> Option<u32> {
+    pub(super) fn steer(&mut self, target: &mut Option<u32>) -> Option<u32> {
         loop {
             let t = match *target {
                 Some(t) => t,
@@ -302,7 +351,7 @@ impl MuxCore {
         }
     }
 
-    fn set_rx_wait(&mut self, ei: u32, on: bool) {
+    pub(super) fn set_rx_wait(&mut self, ei: u32, on: bool) {
         if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
             e.rx_wait = on;
         }

@@ -13,6 +13,7 @@ use super::*;
 use crate::errno;
 
 mod attach;
+mod batch;
 mod endpoints;
 mod prop;
 mod recv;

@@ -18,16 +18,18 @@ pub(super) enum Looked {
 }
 
 impl StrParser {
-    /// Calls the parser on the current message's bytes and applies its answer.
-    pub(super) fn look(&mut self) -> Result<Looked, StrError> {
+    /// Calls the parser on the current message's bytes and applies its answer. `answered` is
+    /// the parser's answer for exactly these bytes when the caller already has it (the batch
+    /// scan stops on one): it is applied as is, so the parser sees each view once.
+    pub(super) fn look(&mut self, answered: Option<Parse>) -> Result<Looked, StrError> {
         let view = self.buf.len();
         // A view shorter than the parser's declared minimum is answered "need more" on the
         // parser's behalf, with every effect of a real answer, so `min_view` changes nothing
         // observable.
-        let answer = if view < self.min_view {
-            Parse::NeedMore
-        } else {
-            self.parser.parse(&self.buf)
+        let answer = match answered {
+            Some(a) => a,
+            None if view < self.min_view => Parse::NeedMore,
+            None => self.parser.parse(&self.buf),
         };
         self.msg.looked = view;
         let offset = self.msg_start;

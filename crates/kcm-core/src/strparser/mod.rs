@@ -3,7 +3,9 @@
 //!
 //! The runtime reads from the connection straight into [`StrParser::recv_buf`], reports the
 //! bytes with [`StrParser::handle_recv`], then calls [`StrParser::next_message`] until it
-//! answers `Ok(None)`. Messages come out as zero-copy [`Bytes`] slices of the receive buffer.
+//! answers `Ok(None)`, or [`StrParser::next_messages`] once, which takes them all in one go at
+//! a lower cost per message. Messages come out as zero-copy [`Bytes`] slices of the receive
+//! buffer.
 //! Time is an input: the assembly deadline is read with [`StrParser::poll_timeout`] and
 //! enforced by [`StrParser::handle_timeout`].
 //!
@@ -11,13 +13,13 @@
 //! - The parser's view starts at the message's first byte (`design.md` §2, decision 1).
 //! - While the length of a message is unknown, its buffered bytes are bounded by
 //!   `max_msg_size` (the kernel has no bound there); see [`StrConfig::max_msg_size`].
-//! - [`Parse::Skip`](crate::Parse::Skip) (drop one message and carry on) has no kernel
-//!   counterpart; its bytes are dropped as they arrive, so it is not bounded by
-//!   `max_msg_size`.
+//! - [`Parse::Skip`] (drop one message and carry on) has no kernel counterpart; its bytes are
+//!   dropped as they arrive, so it is not bounded by `max_msg_size`.
 //! - `aborts` is counted for every failure; the kernel's /proc always shows 0
 //!   (`design.md` §2, decision 3).
 
 mod answer;
+mod batch;
 mod buffer;
 mod error;
 #[cfg(test)]
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::parser::Parser;
+use crate::parser::{Parse, Parser};
 use crate::stats::ParserStats;
 use answer::Looked;
 use buffer::Need;
@@ -72,7 +74,7 @@ impl Default for StrConfig {
 }
 
 /// What is known about the message at the head of the buffer.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct MsgState {
     /// Total length, once the parser answered it.
     len: Option<usize>,
@@ -89,9 +91,10 @@ struct MsgState {
 /// [`Parser`], with the kernel's limits, timeout and counters (`kcm-spec.md` §4.3).
 ///
 /// Contract with the driver: after each [`handle_recv`](Self::handle_recv), call
-/// [`next_message`](Self::next_message) until it answers `Ok(None)` or `Err`, and only then
-/// read again; only then is memory bounded by `max_msg_size + read_size` (the buffered bytes
-/// are checked against the limit when the parser looks at them).
+/// [`next_message`](Self::next_message) until it answers `Ok(None)` or `Err` (or
+/// [`next_messages`](Self::next_messages) once), and only then read again; only then is
+/// memory bounded by `max_msg_size + read_size` (the buffered bytes are checked against the
+/// limit when the parser looks at them).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -232,6 +235,17 @@ impl StrParser {
     /// and every later call return the same error and no more messages come out. The parser
     /// is called here, lazily, once per growth of the current message's bytes.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, StrError> {
+        self.next_message_answered(None)
+    }
+
+    /// [`next_message`](Self::next_message), where `answered` (if any) is the parser's
+    /// answer for the current message's bytes as they are now, from a caller that already
+    /// asked (see `look`); such an answer is only valid while nothing is known yet about the
+    /// message at the head of the buffer.
+    fn next_message_answered(
+        &mut self,
+        mut answered: Option<Parse>,
+    ) -> Result<Option<Bytes>, StrError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -242,7 +256,7 @@ impl StrParser {
             let len = match self.msg.len {
                 Some(len) => len,
                 None if self.buf.len() <= self.msg.looked => return Ok(None),
-                None => match self.look()? {
+                None => match self.look(answered.take())? {
                     Looked::Length(len) => len,
                     Looked::NeedMore => return Ok(None),
                     // The loop waits out the rest of the skip, or looks at the next message

@@ -1,7 +1,10 @@
 //! Deterministic tests of every rule of the stream parser, on a virtual clock: test parsers
-//! and helpers here, with the basic assembly tests; the limits and failures, the timer and the
-//! buffers each in their own file.
+//! and helpers here, with the basic assembly tests; the limits and failures, the timer, the
+//! buffers and batch extraction each in their own file, and batch extraction compared with
+//! one message at a time on random input.
 
+mod batch;
+mod batch_prop;
 mod buffers;
 mod limits;
 mod timer;

@@ -1,0 +1,170 @@
+//! Batch extraction: every complete message of a read at once, the receive buffer split once
+//! per run of messages instead of once per message (splitting a `BytesMut` is most of a small
+//! message's parsing cost).
+
+use bytes::{Buf, Bytes};
+
+use super::{MsgState, StrError, StrParser};
+use crate::parser::Parse;
+
+/// Most messages one scan records before the buffer is split. The record lives on the stack,
+/// so a connection keeps no memory for it whatever the message sizes; a longer run of
+/// messages just takes several scans.
+pub(super) const RUN: usize = 64;
+
+/// What one scan found at the head of the buffer: `n` complete messages of the lengths in
+/// `lens`, `end` bytes in all, and the parser's answer that ended the scan, if one did.
+struct Run {
+    lens: [usize; RUN],
+    n: usize,
+    end: usize,
+    stop: Option<Parse>,
+}
+
+impl StrParser {
+    /// Appends every complete message available now to `out`, each without its first
+    /// `Parser::strip_prefix` bytes, and returns how many it appended: the same messages, in
+    /// the same order and with the same effects (counters, timer, [`need_bytes`]) as calling
+    /// [`next_message`](Self::next_message) until it answers `Ok(None)`, at a lower cost per
+    /// message.
+    ///
+    /// `Err`: the stream failed (`kcm-spec.md` §4.4). The messages that came before the
+    /// failure in the stream have been appended to `out` all the same (deliver them, as the
+    /// kernel does); no message comes out after it, and every later call returns the same
+    /// error. Contract with the driver as for `next_message`: call this after each
+    /// [`handle_recv`](Self::handle_recv), before reading again.
+    ///
+    /// [`need_bytes`]: Self::need_bytes
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use kcm_core::{Parse, Parser, StrConfig, StrError, StrParser};
+    ///
+    /// /// One length byte, then that many bytes of body; a length byte of 255 is corrupt.
+    /// #[derive(Debug)]
+    /// struct ByteLen;
+    /// impl Parser for ByteLen {
+    ///     fn parse(&self, view: &[u8]) -> Parse {
+    ///         match view.first() {
+    ///             Some(255) => Parse::Error(kcm_core::errno::EBADMSG),
+    ///             Some(&n) => Parse::Length(1 + n as usize),
+    ///             None => Parse::NeedMore,
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut sp = StrParser::new(Arc::new(ByteLen), StrConfig::default());
+    /// let now = Instant::now();
+    /// let input = [2, b'h', b'i', 0, 3, b'a'];
+    /// sp.recv_buf().extend_from_slice(&input);
+    /// sp.handle_recv(input.len(), now);
+    /// let mut out = Vec::new();
+    /// assert_eq!(sp.next_messages(&mut out), Ok(2));
+    /// assert_eq!(out, [&[2, b'h', b'i'][..], &[0][..]]);
+    /// assert_eq!(sp.need_bytes(), 2); // the third message needs 2 more bytes
+    ///
+    /// // A corrupt header after one more complete message: that message still comes out.
+    /// let input = [b'b', b'c', 255];
+    /// sp.recv_buf().extend_from_slice(&input);
+    /// sp.handle_recv(input.len(), now);
+    /// out.clear();
+    /// let err = sp.next_messages(&mut out).unwrap_err();
+    /// assert!(matches!(err, StrError::Parser { offset: 8, .. }));
+    /// assert_eq!(out, [&[3, b'a', b'b', b'c'][..]]);
+    /// assert_eq!(sp.stats().msgs, 3);
+    /// ```
+    pub fn next_messages(&mut self, out: &mut Vec<Bytes>) -> Result<usize, StrError> {
+        let before = out.len();
+        loop {
+            // Fast path: whole messages at the head of the buffer, found without splitting it.
+            let mut answered = None;
+            while self.at_boundary() {
+                let run = self.scan();
+                self.take_run(&run, out);
+                if run.n < RUN {
+                    answered = run.stop;
+                    break;
+                }
+            }
+            // Anything else (the end of a message in progress, a partial message, a skip, a
+            // limit, an error) the general way, which does all of its accounting. It starts
+            // from the answer that stopped the scan, if any, so the parser is shown each view
+            // exactly as often as `next_message` shows it. After a message, back to the scan.
+            match self.next_message_answered(answered) {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => return Ok(out.len() - before),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// No message in progress: not failed, not skipping, nothing known about the message at
+    /// `buf[0]` (the parser has not looked at it).
+    fn at_boundary(&self) -> bool {
+        self.failed.is_none() && self.skip == 0 && self.msg == MsgState::default()
+    }
+
+    /// Asks the parser about the messages at the head of the buffer, one after the other,
+    /// changing nothing. A message is taken only when `next_message` would deliver it with no
+    /// other effect than counting it: a first answer that is a length of at least 1 (a first
+    /// look has no earlier "need more" to reach past), within `max_msg_size`, all of it here.
+    /// Any other answer ends the scan and is left to the general path, which counts it.
+    fn scan(&self) -> Run {
+        let mut run = Run {
+            lens: [0; RUN],
+            n: 0,
+            end: 0,
+            stop: None,
+        };
+        while run.n < RUN {
+            let Some(view) = self.buf.get(run.end..) else {
+                break;
+            };
+            // As `next_message`: no call on an empty view; below the parser's minimum the
+            // general path answers "need more" (and counts it).
+            if view.is_empty() || view.len() < self.min_view {
+                break;
+            }
+            match self.parser.parse(view) {
+                Parse::Length(len) if len > 0 && len <= self.cfg.max_msg_size => {
+                    if len > view.len() {
+                        run.stop = Some(Parse::Length(len));
+                        break;
+                    }
+                    run.lens[run.n] = len;
+                    run.n += 1;
+                    run.end += len;
+                }
+                other => {
+                    run.stop = Some(other);
+                    break;
+                }
+            }
+        }
+        run
+    }
+
+    /// Delivers the messages of a scan: one split of the buffer, then a slice per message.
+    /// Ending the last message is all that ending each in turn would leave behind (the next
+    /// message's start and its timer, armed at the latest receive if its bytes are here).
+    fn take_run(&mut self, run: &Run, out: &mut Vec<Bytes>) {
+        if run.n == 0 {
+            return;
+        }
+        let chunk = self.buf.split_to(run.end).freeze();
+        self.start += run.end as u64;
+        self.stats.msgs += run.n as u64;
+        let mut off = 0;
+        for &len in &run.lens[..run.n] {
+            // Sliced whole, then stripped, as `next_message` does: a message stripped to
+            // nothing still holds its share of the buffer (an empty slice would not), so the
+            // buffer is reclaimed at the same moment either way.
+            let mut msg = chunk.slice(off..off + len);
+            msg.advance(self.strip_prefix.min(len));
+            out.push(msg);
+            off += len;
+        }
+        self.end_message();
+    }
+}
