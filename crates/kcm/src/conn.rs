@@ -2,7 +2,7 @@
 //! driver (the stream parser behind a try-lock), plus the errors posted on it.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -46,6 +46,8 @@ pub(crate) struct ConnIo {
     /// The mux parked messages of this connection: do not read (§5.2).
     pub(crate) paused: AtomicBool,
     pub(crate) unattaching: AtomicBool,
+    /// Reads of the socket so far (the engine's deferred reads skip a connection read since).
+    pub(crate) reads: AtomicU64,
     /// The last errno posted on the connection (the kernel's `sk_err` on the TCP socket).
     pub(crate) error: Mutex<Option<i32>>,
 }
@@ -68,6 +70,7 @@ impl ConnIo {
             reading: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             unattaching: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
             error: Mutex::new(None),
         }
     }

@@ -501,6 +501,7 @@ impl Endpoint {
             n += st.core.recv_many(self.id, max - n, |data, conn| {
                 out.push(Message { data, conn })
             });
+            self.shared.set_busy(&self.io, true);
             Shared::drain(&mut st.core, &mut events);
         }
         self.shared.dispatch(events, Some(self.id));
@@ -524,6 +525,7 @@ impl Endpoint {
                 self.io
                     .sleeping
                     .store(r.is_none() && !nonblocking, Ordering::SeqCst);
+                self.shared.set_busy(&self.io, r.is_some());
                 if let Some(r) = r {
                     drop(st);
                     self.shared.dispatch(events, Some(self.id));
@@ -761,6 +763,7 @@ impl Drop for Endpoint {
                 st.closed = true;
             }
             Shared::drain(&mut st.core, &mut events);
+            self.shared.set_busy(&self.io, false);
             self.shared
                 .eps
                 .write()

@@ -4,13 +4,17 @@
 //! with `EPOLLIN | EPOLLOUT | EPOLLEXCLUSIVE | EPOLLET`. Because exclusive wake-ups go to the
 //! first registered epoll that has a waiter, a connection's new bytes wake a thread blocked in
 //! an endpoint's `recv` whenever there is one, and this thread only when every endpoint thread
-//! is busy. Its other duties: resume a transmit when the socket has write space again (the
+//! is busy. Then, if some endpoint thread took messages and will be back for more, the bytes
+//! are left to it (they are on its epoll's ready list too) for up to [`READ_DEFER`]: reading
+//! them here would only queue messages nobody is free to take and cost a hand-off between
+//! threads. Its other duties: resume a transmit when the socket has write space again (the
 //! kernel's `tx_work`), fire assembly timeouts (the strparser timer), and unattach connections
 //! that [`MuxOptions::drop_failed`](crate::MuxOptions) marked once they are idle.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -88,12 +92,18 @@ pub(crate) fn spawn(io: Arc<EngineIo>, shared: Weak<Shared>) -> io::Result<()> {
 fn run(io: &EngineIo, weak: &Weak<Shared>) {
     let mut evs = Vec::new();
     let mut last_sweep = Instant::now();
+    // Reads left to busy endpoint threads: (when to read anyway, connection, its read count).
+    let mut deferred: VecDeque<(Instant, u64, u64)> = VecDeque::new();
     loop {
         if io.stop.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let now = Instant::now();
-        let mut timeout = io.next_deadline().map(|d| d.saturating_duration_since(now));
+        let next = match (io.next_deadline(), deferred.front()) {
+            (Some(a), Some(&(b, _, _))) => Some(a.min(b)),
+            (a, b) => a.or(b.map(|&(d, _, _)| d)),
+        };
+        let mut timeout = next.map(|d| d.saturating_duration_since(now));
         if let Some(shared) = weak.upgrade() {
             if shared.has_reaps() {
                 timeout = Some(timeout.map_or(REAP_TICK, |t| t.min(REAP_TICK)));
@@ -128,7 +138,28 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             if flags
                 .intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR)
             {
-                shared.drive_rx(&conn, None, &mut events);
+                if shared.busy_eps.load(Ordering::Relaxed) > 0 {
+                    // Every endpoint thread is busy (else one would have been woken instead of
+                    // us), and at least one will be back for more soon: the bytes are already
+                    // on its epoll's ready list, and it will read them itself, with no hand-off.
+                    // If it has not read the connection within READ_DEFER, we do.
+                    let reads = conn.reads.load(Ordering::Relaxed);
+                    deferred.push_back((Instant::now() + READ_DEFER, key, reads));
+                } else {
+                    shared.drive_rx(&conn, None, &mut events);
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some(&(at, key, reads)) = deferred.front() {
+            if at > now {
+                break;
+            }
+            deferred.pop_front();
+            if let Some(conn) = shared.conn_by_key(key) {
+                if conn.reads.load(Ordering::Relaxed) == reads {
+                    shared.drive_rx(&conn, None, &mut events);
+                }
             }
         }
         for key in io.expired(Instant::now()) {
@@ -144,6 +175,12 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
     }
 }
+
+/// How long the engine leaves a readable connection to a busy endpoint thread before reading it
+/// itself. Reading it at once would only park the messages (nobody is free to take them) and
+/// cost a hand-off later; the bound keeps the kernel's rule that messages are parsed and queued
+/// while nobody receives, a moment later.
+const READ_DEFER: Duration = Duration::from_millis(1);
 
 /// How often idle connections give their read buffers back.
 const SWEEP_TICK: Duration = Duration::from_millis(200);

@@ -38,6 +38,9 @@ pub(crate) struct EpIo {
     /// The internal epoll descriptor was handed out as the pollable descriptor (fallback):
     /// always wake.
     pub(crate) always_wake: AtomicBool,
+    /// The endpoint's thread took messages and has not come back for more yet (see
+    /// [`Shared::busy_eps`]).
+    pub(crate) busy: AtomicBool,
 }
 
 pub(crate) struct State {
@@ -58,6 +61,10 @@ pub(crate) struct Shared {
     reaps: Mutex<Vec<ConnectionId>>,
     /// Some connection may hold a read buffer it no longer needs.
     pub(crate) sweep_pending: std::sync::atomic::AtomicBool,
+    /// Endpoints whose thread is busy with messages it took. While there is one, the engine
+    /// leaves new bytes to it for a moment instead of reading them itself (see
+    /// `engine::READ_DEFER`).
+    pub(crate) busy_eps: std::sync::atomic::AtomicUsize,
 }
 
 /// Connections registered in endpoint epolls are woken one thread at a time, on each new
@@ -89,6 +96,21 @@ impl Shared {
             log: Mutex::new(EventLog::default()),
             reaps: Mutex::new(Vec::new()),
             sweep_pending: std::sync::atomic::AtomicBool::new(false),
+            busy_eps: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Records whether an endpoint's thread is busy with messages it took (`true`) or back for
+    /// more and finding none (`false`).
+    pub(crate) fn set_busy(&self, io: &EpIo, busy: bool) {
+        // Relaxed: a stale count only makes the engine read a little earlier or later.
+        if io.busy.load(Ordering::Relaxed) != busy && io.busy.swap(busy, Ordering::Relaxed) != busy
+        {
+            if busy {
+                self.busy_eps.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.busy_eps.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -318,6 +340,7 @@ impl Shared {
             }
             let buf = rx.strp.recv_buf();
             let want = buf.capacity() - buf.len();
+            io.reads.fetch_add(1, Ordering::Relaxed);
             let n = match sys::recv_into(io.fd(), buf, want) {
                 Ok(0) => {
                     if !rx.eof {
@@ -485,6 +508,7 @@ impl Shared {
             waker,
             pollfd: std::sync::OnceLock::new(),
             sleeping: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             always_wake: AtomicBool::new(false),
         })
     }

@@ -572,3 +572,21 @@ fn peer_close_mid_message_posts_epipe_and_delivers_nothing_partial() {
     ep.send_to(bad, Bytes::from(frame(b"reply"))).unwrap();
     assert_eq!(read_frame(&mut bc).unwrap(), frame(b"reply"));
 }
+
+/// Messages are parsed and queued as they arrive even while the only receiving thread is
+/// busy with a message it took (the engine leaves new bytes to that thread for a moment,
+/// then reads them itself).
+#[test]
+fn messages_are_queued_while_the_receiving_thread_is_busy() {
+    let (ep, mut client, _server, conn) = attached();
+    client.write_all(&frame(b"first")).expect("write");
+    let m = ep.recv().expect("the first message");
+    assert_eq!((&m.data[4..], m.conn), (&b"first"[..], conn));
+    // The thread that took it now "works" on it and does not come back for a while.
+    client.write_all(&frame(b"second")).expect("write");
+    wait_for("the second message queued with nobody receiving", || {
+        queued(&ep) == 1
+    });
+    let m = ep.recv().expect("the second message");
+    assert_eq!(&m.data[4..], b"second");
+}
