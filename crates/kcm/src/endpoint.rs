@@ -328,41 +328,39 @@ impl Endpoint {
 
     fn send_batch_inner(
         &self,
-        msgs: impl Iterator<Item = (Option<ConnectionId>, Bytes)>,
+        mut msgs: impl Iterator<Item = (Option<ConnectionId>, Bytes)>,
     ) -> io::Result<usize> {
-        let mut msgs = msgs.peekable();
         let mut sent = 0;
         let mut events = Vec::new();
         let mut st = self.shared.lock();
-        while let Some((target, data)) = msgs.next() {
-            let flags = SendFlags {
-                eor: true,
-                batch: msgs.peek().is_some(),
-                more: false,
-            };
-            // Only a send that may block needs the message again afterwards; asking first
-            // spares every other message a reference-count round trip.
-            let keep = (!st.core.can_send(self.id)).then(|| data.clone());
-            match st.core.send(self.id, data, flags, target) {
-                Ok(_) => sent += 1,
-                Err(SendError::WouldBlock) if sent > 0 || self.is_nonblocking() => {
-                    // Flush what is queued (the core did) and report what was accepted.
-                    break;
-                }
-                Err(SendError::WouldBlock) => {
-                    let data = keep.unwrap_or_default();
+        loop {
+            let (n, refused) = st.core.send_batch(self.id, &mut msgs);
+            sent += n;
+            let Some(refused) = refused else { break };
+            match refused.error {
+                // A full buffer after some were accepted, or on a non-blocking endpoint:
+                // report what was accepted (the core flushed it).
+                SendError::WouldBlock if sent > 0 || self.is_nonblocking() => break,
+                SendError::WouldBlock => {
+                    // Nothing accepted yet: wait for room as a single send would, then go on.
                     Shared::drain(&mut st.core, &mut events);
                     drop(st);
                     self.shared
                         .dispatch(std::mem::take(&mut events), Some(self.id));
-                    self.send_inner(data, flags, target)?;
+                    let flags = SendFlags {
+                        eor: true,
+                        batch: true,
+                        more: false,
+                    };
+                    self.send_inner(refused.data, flags, refused.target)?;
                     sent += 1;
                     st = self.shared.lock();
                 }
-                Err(e) => {
-                    if sent > 0 {
-                        break;
-                    }
+                _ if sent > 0 => break,
+                e => {
+                    Shared::drain(&mut st.core, &mut events);
+                    drop(st);
+                    self.shared.dispatch(events, Some(self.id));
                     return Err(sys::os_err(e.errno()));
                 }
             }
@@ -522,9 +520,8 @@ impl Endpoint {
                 let r = st.core.recv(self.id, max, peek);
                 Shared::drain(&mut st.core, &mut events);
                 // Under the lock that saw the queue empty (see `EpIo::sleeping`).
-                self.io
-                    .sleeping
-                    .store(r.is_none() && !nonblocking, Ordering::SeqCst);
+                self.shared
+                    .set_sleeping(&self.io, r.is_none() && !nonblocking);
                 self.shared.set_busy(&self.io, r.is_some());
                 if let Some(r) = r {
                     drop(st);
@@ -533,6 +530,7 @@ impl Endpoint {
                     return Ok(r);
                 }
                 if let Some(e) = st.core.take_endpoint_error(self.id) {
+                    self.shared.set_sleeping(&self.io, false);
                     return Err(sys::os_err(e));
                 }
             }
@@ -550,26 +548,31 @@ impl Endpoint {
                     Some(d) => match d.checked_duration_since(Instant::now()) {
                         Some(w) if !w.is_zero() => Some(w),
                         // SO_RCVTIMEO expiry is EAGAIN, as for any socket.
-                        _ => return Err(io::ErrorKind::WouldBlock.into()),
+                        _ => {
+                            self.shared.set_sleeping(&self.io, false);
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
                     },
                 }
             };
             polled_once = true;
             let waited = self.io.epoll.wait(&mut ready, timeout);
-            self.io.sleeping.store(false, Ordering::SeqCst);
+            self.shared.set_sleeping(&self.io, false);
             waited?;
-            // This thread keeps the first read pass that brings it messages; the passes of the
-            // other ready connections go by the eligible FIFO, so a second idle endpoint starts
-            // on them at once instead of waiting for this one to work through everything.
-            let mut prefer = Some(self.id);
+            // This thread keeps the first read pass that brings it messages. The passes of the
+            // other ready connections go by the eligible FIFO while another endpoint's thread
+            // is idle, so that it starts on them at once instead of waiting for this one to
+            // work through everything; while every other thread is busy, this one keeps them
+            // too (handing them to a busy thread would only make them wait behind its work).
+            let mut have_pass = false;
             for &(key, _) in &ready {
                 if key == crate::conn::WAKER_KEY {
                     self.io.waker.reset();
                 } else if let Some(conn) = self.shared.conn_by_key(key) {
+                    let others_idle = self.shared.sleeping_eps.load(Ordering::SeqCst) > 0;
+                    let prefer = (!have_pass || !others_idle).then_some(self.id);
                     self.shared.drive_rx(&conn, prefer, &mut events);
-                    if prefer.is_some() && events.contains(&Event::Readable(self.id)) {
-                        prefer = None;
-                    }
+                    have_pass = have_pass || events.contains(&Event::Readable(self.id));
                 }
             }
             self.shared.dispatch(events, Some(self.id));
@@ -764,6 +767,7 @@ impl Drop for Endpoint {
             }
             Shared::drain(&mut st.core, &mut events);
             self.shared.set_busy(&self.io, false);
+            self.shared.set_sleeping(&self.io, false);
             self.shared
                 .eps
                 .write()

@@ -1,15 +1,21 @@
 //! The background engine thread: progress that no caller is there to make.
 //!
-//! One thread per mux waits in its own epoll, in which every connection is registered *last*
-//! with `EPOLLIN | EPOLLOUT | EPOLLEXCLUSIVE | EPOLLET`. Because exclusive wake-ups go to the
-//! first registered epoll that has a waiter, a connection's new bytes wake a thread blocked in
-//! an endpoint's `recv` whenever there is one, and this thread only when every endpoint thread
-//! is busy. Then, if some endpoint thread took messages and will be back for more, the bytes
-//! are left to it (they are on its epoll's ready list too) for up to [`READ_DEFER`]: reading
-//! them here would only queue messages nobody is free to take and cost a hand-off between
-//! threads. Its other duties: resume a transmit when the socket has write space again (the
-//! kernel's `tx_work`), fire assembly timeouts (the strparser timer), and unattach connections
-//! that [`MuxOptions::drop_failed`](crate::MuxOptions) marked once they are idle.
+//! One thread per mux. Every connection is registered *last* in a receive epoll of the
+//! engine's (`rx_epoll`) with `EPOLLIN | EPOLLEXCLUSIVE | EPOLLET`, as in the endpoints' epolls.
+//! Because exclusive wake-ups go to the first registered epoll that has a waiter, a
+//! connection's new bytes wake a thread blocked in an endpoint's `recv` whenever there is one,
+//! and reach the engine only when every endpoint thread is busy. Then, if some endpoint thread
+//! took messages and will be back for more, the bytes are left to it (they are on its epoll's
+//! ready list too) for up to [`READ_DEFER`]: reading them here would only queue messages nobody
+//! is free to take and cost a hand-off between threads. `rx_epoll` is nested in the engine's
+//! main epoll with `EPOLLONESHOT` and armed again only once the deferred reads are settled, so
+//! busy endpoint threads cost the engine one wake-up per `READ_DEFER`, not one per arrival.
+//!
+//! Its other duties: resume a transmit when a socket has write space again (the kernel's
+//! `tx_work`; the main epoll watches every connection for `EPOLLOUT`, edge-triggered, which
+//! the kernel reports only after a write found the socket full), fire assembly timeouts (the
+//! strparser timer), and unattach connections that
+//! [`MuxOptions::drop_failed`](crate::MuxOptions) marked once they are idle.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -23,7 +29,13 @@ use crate::shared::Shared;
 use crate::sys::{Epoll, EventFlags, Waker};
 
 pub(crate) struct EngineIo {
+    /// What wakes the engine: its waker, connections' write space and errors, and `rx_epoll`
+    /// while that is armed.
     pub(crate) epoll: Epoll,
+    /// Connections' arrivals, registered last in each connection's wait queue (see the module
+    /// docs). Nested in `epoll` with `EPOLLONESHOT`, so the engine decides when arrivals may
+    /// wake it again.
+    pub(crate) rx_epoll: Epoll,
     pub(crate) waker: Waker,
     timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
     pub(crate) stop: std::sync::atomic::AtomicBool,
@@ -34,8 +46,11 @@ impl EngineIo {
         let epoll = Epoll::new()?;
         let waker = Waker::new()?;
         epoll.add(std::os::fd::AsFd::as_fd(&waker), WAKER_KEY, EventFlags::IN)?;
+        let rx_epoll = Epoll::new()?;
+        epoll.add(std::os::fd::AsFd::as_fd(&rx_epoll), RX_KEY, RX_ARM)?;
         Ok(EngineIo {
             epoll,
+            rx_epoll,
             waker,
             timers: Mutex::new(BinaryHeap::new()),
             stop: std::sync::atomic::AtomicBool::new(false),
@@ -74,6 +89,13 @@ impl EngineIo {
         out
     }
 
+    /// Lets the next arrival on any connection wake the engine (at once if one is pending).
+    fn arm_rx(&self) {
+        let _ = self
+            .epoll
+            .modify(std::os::fd::AsFd::as_fd(&self.rx_epoll), RX_KEY, RX_ARM);
+    }
+
     pub(crate) fn shutdown(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.waker.wake();
@@ -94,6 +116,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
     let mut last_sweep = Instant::now();
     // Reads left to busy endpoint threads: (when to read anyway, connection, its read count).
     let mut deferred: VecDeque<(Instant, u64, u64)> = VecDeque::new();
+    let mut rx_evs = Vec::new();
+    // `rx_epoll` fired and was not armed again yet.
+    let mut rx_disarmed = false;
     loop {
         if io.stop.load(std::sync::atomic::Ordering::Acquire) {
             return;
@@ -124,25 +149,37 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
         let Some(shared) = weak.upgrade() else { return };
         let mut events = Vec::new();
+        let mut arrivals = false;
         for &(key, flags) in &evs {
             if key == WAKER_KEY {
                 io.waker.reset();
                 continue;
             }
+            if key == RX_KEY {
+                arrivals = true;
+                continue;
+            }
             let Some(conn) = shared.conn_by_key(key) else {
                 continue;
             };
-            if flags.intersects(EventFlags::OUT | EventFlags::ERR | EventFlags::HUP) {
-                shared.write_space(&conn, &mut events);
+            shared.write_space(&conn, &mut events);
+            if flags.intersects(EventFlags::ERR | EventFlags::HUP) {
+                shared.drive_rx(&conn, None, &mut events);
             }
-            if flags
-                .intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR)
-            {
-                if shared.busy_eps.load(Ordering::Relaxed) > 0 {
-                    // Every endpoint thread is busy (else one would have been woken instead of
-                    // us), and at least one will be back for more soon: the bytes are already
-                    // on its epoll's ready list, and it will read them itself, with no hand-off.
-                    // If it has not read the connection within READ_DEFER, we do.
+        }
+        if arrivals {
+            // One wake-up for every connection that had bytes arrive since the last one.
+            let _ = io.rx_epoll.wait(&mut rx_evs, Some(Duration::ZERO));
+            let busy = shared.busy_eps.load(Ordering::Relaxed) > 0;
+            for &(key, _) in &rx_evs {
+                let Some(conn) = shared.conn_by_key(key) else {
+                    continue;
+                };
+                if busy {
+                    // Every endpoint thread is busy (else one would have been woken instead),
+                    // and at least one will be back for more soon: the bytes are already on
+                    // its epoll's ready list and it will read them itself, with no hand-off.
+                    // If nobody has read the connection within READ_DEFER, we do.
                     let reads = conn.reads.load(Ordering::Relaxed);
                     deferred.push_back((Instant::now() + READ_DEFER, key, reads));
                 } else {
@@ -162,6 +199,15 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
                 }
             }
         }
+        // While reads are deferred, further arrivals wait for the deadline (they are on the
+        // busy threads' ready lists too): the engine wakes once per READ_DEFER at most, not
+        // once per arrival.
+        if (arrivals || rx_disarmed) && deferred.is_empty() {
+            io.arm_rx();
+            rx_disarmed = false;
+        } else if arrivals {
+            rx_disarmed = true;
+        }
         for key in io.expired(Instant::now()) {
             if let Some(conn) = shared.conn_by_key(key) {
                 shared.check_timeout(&conn);
@@ -175,6 +221,11 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
     }
 }
+
+/// The key of the nested `rx_epoll` in the engine's epoll (connection keys never reach it).
+const RX_KEY: u64 = u64::MAX - 1;
+/// `rx_epoll` wakes the engine once, then waits to be armed again.
+const RX_ARM: EventFlags = EventFlags::IN.union(EventFlags::ONESHOT);
 
 /// How long the engine leaves a readable connection to a busy endpoint thread before reading it
 /// itself. Reading it at once would only park the messages (nobody is free to take them) and

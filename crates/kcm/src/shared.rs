@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     /// leaves new bytes to it for a moment instead of reading them itself (see
     /// `engine::READ_DEFER`).
     pub(crate) busy_eps: std::sync::atomic::AtomicUsize,
+    /// Endpoints whose thread is (about to be) blocked waiting for messages.
+    pub(crate) sleeping_eps: std::sync::atomic::AtomicUsize,
 }
 
 /// Connections registered in endpoint epolls are woken one thread at a time, on each new
@@ -73,7 +75,9 @@ pub(crate) struct Shared {
 pub(crate) const EP_CONN_FLAGS: EventFlags = EventFlags::IN
     .union(EventFlags::EXCLUSIVE)
     .union(EventFlags::ET);
-pub(crate) const ENGINE_CONN_FLAGS: EventFlags = EP_CONN_FLAGS.union(EventFlags::OUT);
+/// The engine's own epoll watches connections for write space (and errors and hang-ups, which
+/// epoll always reports). Not exclusive: a wake-up for write space concerns only the engine.
+pub(crate) const ENGINE_CONN_FLAGS: EventFlags = EventFlags::OUT.union(EventFlags::ET);
 
 impl Shared {
     pub(crate) fn new(
@@ -97,6 +101,18 @@ impl Shared {
             reaps: Mutex::new(Vec::new()),
             sweep_pending: std::sync::atomic::AtomicBool::new(false),
             busy_eps: std::sync::atomic::AtomicUsize::new(0),
+            sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Records whether an endpoint's thread is (about to be) blocked waiting for messages.
+    pub(crate) fn set_sleeping(&self, io: &EpIo, sleeping: bool) {
+        if io.sleeping.swap(sleeping, Ordering::SeqCst) != sleeping {
+            if sleeping {
+                self.sleeping_eps.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.sleeping_eps.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 
@@ -466,6 +482,7 @@ impl Shared {
         {
             let _ = ep.epoll.delete(io.fd());
         }
+        let _ = self.engine.rx_epoll.delete(io.fd());
     }
 
     /// Registers a connection in every endpoint epoll, then in the engine's (last, so that
@@ -479,6 +496,7 @@ impl Shared {
         {
             ep.epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         }
+        self.engine.rx_epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         self.engine.epoll.add(io.fd(), io.key(), ENGINE_CONN_FLAGS)
     }
 
@@ -498,10 +516,8 @@ impl Shared {
                 continue;
             }
             epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
-            let _ = self.engine.epoll.delete(io.fd());
-            self.engine
-                .epoll
-                .add(io.fd(), io.key(), ENGINE_CONN_FLAGS)?;
+            let _ = self.engine.rx_epoll.delete(io.fd());
+            self.engine.rx_epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         }
         Ok(EpIo {
             epoll,

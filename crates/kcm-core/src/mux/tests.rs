@@ -14,6 +14,7 @@ use crate::errno;
 
 mod attach;
 mod batch;
+mod batch_send;
 mod endpoints;
 mod prop;
 mod recv;

@@ -8,12 +8,14 @@
 //! for [`MuxCore::write_space`], a hard failure retires the connection for transmit and retries
 //! the message from byte 0 elsewhere.
 
+mod batch;
 mod queue;
 
 use bytes::{Bytes, BytesMut};
 
 use super::{ConnectionId, EndpointId, Event, Kind, MuxCore};
 use crate::errno;
+pub use batch::Refused;
 #[cfg(test)]
 pub(crate) use queue::TxMsg;
 use queue::COALESCE_MAX;

@@ -40,6 +40,10 @@ impl Epoll {
         epoll::add(&self.0, fd, epoll::EventData::new_u64(key), flags).map_err(errno)
     }
 
+    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, key: u64, flags: EventFlags) -> io::Result<()> {
+        epoll::modify(&self.0, fd, epoll::EventData::new_u64(key), flags).map_err(errno)
+    }
+
     pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         epoll::delete(&self.0, fd).map_err(errno)
     }

@@ -1,0 +1,113 @@
+//! `send_batch` against the reference it must equal: one `send` per message with end-of-record,
+//! every one but the last with `MSG_BATCH`, stopping at the first refusal.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Destinations: two attached connections, one unattached, and "any" (`None`).
+fn targets(mux: &mut MuxCore) -> [Option<ConnectionId>; 4] {
+    let a = mux.attach();
+    let b = mux.attach();
+    let gone = mux.attach();
+    mux.unattach(gone, Default::default()).expect("unattach");
+    [Some(a), Some(b), Some(gone), None]
+}
+
+fn setup(
+    kind: Kind,
+    sndbuf: usize,
+    open: usize,
+) -> (MuxCore, EndpointId, [Option<ConnectionId>; 4]) {
+    let (mut mux, ep) = mux(kind);
+    let t = targets(&mut mux);
+    mux.set_sndbuf(ep, sndbuf).expect("sndbuf");
+    if open > 0 {
+        // A message left open by an earlier call (MSG_MORE / no end of record).
+        let flags = SendFlags {
+            more: kind == Kind::Datagram,
+            ..SendFlags::default()
+        };
+        mux.send(ep, m(b'o', open), flags, None).expect("open");
+    }
+    events(&mut mux);
+    (mux, ep, t)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn send_batch_equals_one_send_per_message(
+        seqpacket in any::<bool>(),
+        sndbuf in 1usize..3000,
+        open in prop_oneof![Just(0usize), 1usize..50],
+        msgs in proptest::collection::vec((0usize..4, 0usize..400), 0..40),
+    ) {
+        let kind = if seqpacket { Kind::SeqPacket } else { Kind::Datagram };
+        let (mut a, ep, ta) = setup(kind, sndbuf, open);
+        let (mut b, _, tb) = setup(kind, sndbuf, open);
+        let msg = |i: usize, len: usize| m(b'a' + (i % 26) as u8, len);
+
+        let mut it = msgs.iter().enumerate().map(|(i, &(t, len))| (ta[t], msg(i, len)));
+        let (accepted, refused) = a.send_batch(ep, &mut it);
+        let left = it.count();
+
+        let mut b_accepted = 0;
+        let mut b_err = None;
+        for (i, &(t, len)) in msgs.iter().enumerate() {
+            let flags = SendFlags { eor: true, batch: i + 1 < msgs.len(), more: false };
+            match b.send(ep, msg(i, len), flags, tb[t]) {
+                Ok(_) => b_accepted += 1,
+                Err(e) => {
+                    b_err = Some((e, tb[t], msg(i, len)));
+                    break;
+                }
+            }
+        }
+        if b_accepted > 0 && b_err.as_ref().is_some_and(|e| e.0 != SendError::WouldBlock) {
+            // Where one send per message would leave MSG_BATCH pending after a refusal,
+            // send_batch transmits what it accepted: an empty ending send does the same.
+            let _ = b.send(ep, Bytes::new(), END, None);
+        }
+        prop_assert_eq!(accepted, b_accepted);
+        prop_assert_eq!(
+            refused.map(|r| (r.error, r.target, r.data)),
+            b_err
+        );
+        prop_assert_eq!(left, msgs.len() - accepted - usize::from(accepted < msgs.len()));
+        prop_assert_eq!(a.endpoint_stats(ep), b.endpoint_stats(ep));
+        prop_assert_eq!(a.tx_queued(ep), b.tx_queued(ep));
+        prop_assert_eq!(a.can_send(ep), b.can_send(ep));
+        // The same bytes reach the same connections.
+        prop_assert_eq!(flush(&mut a, ep), flush(&mut b, ep));
+        prop_assert_eq!(a.stats(), b.stats());
+        check_invariants(&a);
+    }
+}
+
+#[test]
+fn a_refusal_after_accepted_messages_still_sends_them() {
+    let (mut mux, ep, t) = setup(Kind::Datagram, 10_000, 0);
+    let mut msgs = [(t[0], m(1, 3)), (t[2], m(2, 3))].into_iter();
+    let (accepted, refused) = mux.send_batch(ep, &mut msgs);
+    assert_eq!(accepted, 1);
+    assert_eq!(refused.map(|r| r.error), Some(SendError::NotConnected));
+    // No MSG_BATCH is left pending: the transmit is asked for at once.
+    assert!(events(&mut mux).contains(&Event::TxReady(ep)));
+}
+
+#[test]
+fn a_full_buffer_refuses_and_flushes_the_batch() {
+    let (mut mux, ep, t) = setup(Kind::Datagram, 5, 0);
+    let mut msgs = [(t[0], m(1, 6)), (t[0], m(2, 1))].into_iter();
+    let (accepted, refused) = mux.send_batch(ep, &mut msgs);
+    assert_eq!(accepted, 1);
+    let refused = refused.expect("refused");
+    assert_eq!(
+        (refused.error, &refused.data[..]),
+        (SendError::WouldBlock, &[2u8][..])
+    );
+    assert!(events(&mut mux).contains(&Event::TxReady(ep)));
+    assert!(!mux.can_send(ep));
+}

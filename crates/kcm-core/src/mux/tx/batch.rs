@@ -1,0 +1,145 @@
+//! `sendmmsg`: many whole messages in one call, with the per-call work done once.
+//!
+//! [`MuxCore::send`] checks the endpoint, its pending error and open message, the addressed
+//! connection and the send buffer on every call. A server answering a batch of pipelined
+//! requests sends dozens of small whole messages at a time, mostly to the same connection, and
+//! for it those checks were a good part of the cost of a reply; here each is done once per
+//! batch, or once per change of destination.
+
+use bytes::Bytes;
+
+use super::{Parts, SendError, SendFlags};
+use crate::mux::{ConnectionId, EndpointId, MuxCore};
+
+/// A message [`MuxCore::send_batch`] did not accept, handed back with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why it was refused (nothing of it was queued).
+    pub error: SendError,
+    /// The connection it was addressed to.
+    pub target: Option<ConnectionId>,
+    /// The message itself.
+    pub data: Bytes,
+}
+
+impl MuxCore {
+    /// Sends whole messages from `msgs` until it is exhausted or one is refused, exactly as
+    /// [`MuxCore::send`] with end-of-record would send them one by one, every one but the
+    /// last with `MSG_BATCH` (`sendmmsg`). Returns how many were accepted and the refused
+    /// message, if one was; the rest stay in `msgs`. Once it returns, the accepted messages
+    /// are being transmitted (no `MSG_BATCH` is left pending), unless the only thing that
+    /// happened was the refusal of the first message for a reason other than a full buffer.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use kcm_core::mux::{Kind, MuxCore, SendError};
+    ///
+    /// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+    /// let conn = mux.attach();
+    /// let gone = mux.attach();
+    /// mux.unattach(gone, Default::default()).unwrap();
+    /// let mut msgs = vec![
+    ///     (Some(conn), Bytes::from_static(b"one")),
+    ///     (Some(conn), Bytes::from_static(b"two")),
+    ///     (Some(gone), Bytes::from_static(b"lost")),
+    ///     (Some(conn), Bytes::from_static(b"left")),
+    /// ]
+    /// .into_iter();
+    /// let (accepted, refused) = mux.send_batch(ep, &mut msgs);
+    /// assert_eq!(accepted, 2);
+    /// let refused = refused.unwrap();
+    /// assert_eq!((refused.error, &refused.data[..]), (SendError::NotConnected, &b"lost"[..]));
+    /// assert_eq!(msgs.count(), 1, "the rest is left to the caller");
+    /// let tx = mux.poll_transmit(ep).unwrap();
+    /// assert_eq!(tx.len, 6);
+    /// ```
+    pub fn send_batch<I>(&mut self, ep: EndpointId, msgs: &mut I) -> (usize, Option<Refused>)
+    where
+        I: Iterator<Item = (Option<ConnectionId>, Bytes)>,
+    {
+        let batched = SendFlags {
+            eor: true,
+            batch: true,
+            more: false,
+        };
+        let mut sent = 0;
+        let mut refused = None;
+        // The last destination found attached and able to transmit: nothing can change that
+        // while this call holds the mux.
+        let mut usable: Option<ConnectionId> = None;
+        for (target, data) in msgs.by_ref() {
+            let Some(e) = self.ep(ep) else {
+                refused = Some(Refused {
+                    error: SendError::NoEndpoint,
+                    target,
+                    data,
+                });
+                break;
+            };
+            if e.pending_err.is_some() || e.tx.open.is_some() || data.is_empty() {
+                // A pending error to report, an open message to complete, an empty send:
+                // the general path says what happens.
+                match self.send(ep, data.clone(), batched, target) {
+                    Ok(_) => {
+                        sent += 1;
+                        continue;
+                    }
+                    Err(error) => {
+                        refused = Some(Refused {
+                            error,
+                            target,
+                            data,
+                        });
+                        break;
+                    }
+                }
+            }
+            let error = match target {
+                Some(t) if usable != Some(t) => match self.conn(t) {
+                    None => Some(SendError::NotConnected),
+                    Some(c) if c.done => Some(SendError::NotConnected),
+                    Some(c) if c.tx_stopped => Some(SendError::ConnectionDead),
+                    Some(_) => {
+                        usable = Some(t);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let Some(e) = self.ep_mut(ep) else { break };
+            let error = error.or_else(|| {
+                (e.tx.queued_bytes >= e.tx.sndbuf).then(|| {
+                    e.tx.blocked = true;
+                    SendError::WouldBlock
+                })
+            });
+            if let Some(error) = error {
+                refused = Some(Refused {
+                    error,
+                    target,
+                    data,
+                });
+                break;
+            }
+            let len = data.len();
+            e.stats.tx_bytes += len as u64;
+            e.stats.tx_msgs += 1;
+            e.tx.enqueue(Parts::One(data), len, target);
+            e.tx.wait_more = true;
+            sent += 1;
+        }
+        // The last message went without MSG_BATCH, or a full buffer flushes the batch before
+        // the caller blocks (§2.2); after another refusal, what was accepted goes out too.
+        let flush = match &refused {
+            None => true,
+            Some(r) => sent > 0 || r.error == SendError::WouldBlock,
+        };
+        if flush {
+            if let Some(e) = self.ep_mut(ep) {
+                e.tx.wait_more = false;
+                self.kick_tx(ep.0);
+            }
+        }
+        (sent, refused)
+    }
+}
