@@ -7,7 +7,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, SendError, SendFlags};
+use kcm_core::mux::{
+    ConnectionId, EndpointId, Event, Kind, MsgData, MuxCore, SendError, SendFlags,
+};
 use kcm_core::stats::{ConnStats, EndpointStats, MuxStats};
 use kcm_core::strparser::{StrConfig, StrParser};
 use kcm_core::Parser;
@@ -311,24 +313,48 @@ impl Endpoint {
     /// carries `MSG_BATCH`, so they go out together, in one vectored write per connection.
     /// Returns how many were accepted; a non-blocking endpoint may accept fewer than all (and
     /// fails with `WouldBlock` only if it accepted none).
-    pub fn send_batch<I>(&self, msgs: I) -> io::Result<usize>
+    ///
+    /// Messages may be [`Bytes`] (queued without a copy) or borrowed slices (copied, as the
+    /// kernel copies what `sendmsg` is given; for small replies built on the stack this is
+    /// the cheapest form: no allocation, no reference count). See [`MsgData`].
+    pub fn send_batch<I, D>(&self, msgs: I) -> io::Result<usize>
     where
-        I: IntoIterator<Item = Bytes>,
+        I: IntoIterator<Item = D>,
+        D: MsgData,
     {
         self.send_batch_inner(msgs.into_iter().map(|m| (None, m)))
     }
 
-    /// [`Endpoint::send_batch`] in addressed mode.
-    pub fn send_batch_to<I>(&self, msgs: I) -> io::Result<usize>
+    /// [`Endpoint::send_batch`] in addressed mode: each message goes to the connection paired
+    /// with it.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::io::Read;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = std::net::TcpStream::connect(l.local_addr()?)?;
+    /// let (server, _) = l.accept()?;
+    /// let ep = kcm::Endpoint::new(kcm::Kind::Datagram)?;
+    /// let conn = ep.attach(&server, kcm::presets::by_name("thrift").unwrap())?;
+    /// // Two small replies built on the stack: copied, no allocation per reply.
+    /// let replies = [[0u8, 0, 0, 1, b'a'], [0, 0, 0, 1, b'b']];
+    /// assert_eq!(ep.send_batch_to(replies.iter().map(|r| (conn, r)))?, 2);
+    /// let mut got = [0u8; 10];
+    /// client.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"\0\0\0\x01a\0\0\0\x01b");
+    /// # Ok(()) }
+    /// ```
+    pub fn send_batch_to<I, D>(&self, msgs: I) -> io::Result<usize>
     where
-        I: IntoIterator<Item = (ConnectionId, Bytes)>,
+        I: IntoIterator<Item = (ConnectionId, D)>,
+        D: MsgData,
     {
         self.send_batch_inner(msgs.into_iter().map(|(c, m)| (Some(c), m)))
     }
 
-    fn send_batch_inner(
+    fn send_batch_inner<D: MsgData>(
         &self,
-        mut msgs: impl Iterator<Item = (Option<ConnectionId>, Bytes)>,
+        mut msgs: impl Iterator<Item = (Option<ConnectionId>, D)>,
     ) -> io::Result<usize> {
         let mut sent = 0;
         let mut events = Vec::new();

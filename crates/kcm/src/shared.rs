@@ -487,15 +487,23 @@ impl Shared {
 
     /// Registers a connection in every endpoint epoll, then in the engine's (last, so that
     /// endpoint threads are woken first; see the engine docs).
+    ///
+    /// The endpoints come in a different order for each connection (rotated by its index):
+    /// the first one waiting is woken, so each endpoint thread is the first choice for its
+    /// share of the connections, as each worker owns its share in a thread-per-connection
+    /// server, and the others take over only while it is busy.
     pub(crate) fn register_conn(&self, io: &ConnIo) -> io::Result<()> {
-        for ep in self
-            .eps
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
+        let eps = self.eps.read().unwrap_or_else(PoisonError::into_inner);
+        let mut order: Vec<(&u32, &Arc<EpIo>)> = eps.iter().collect();
+        order.sort_unstable_by_key(|(id, _)| **id);
+        if !order.is_empty() {
+            let first = io.id.index as usize % order.len();
+            order.rotate_left(first);
+        }
+        for (_, ep) in order {
             ep.epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         }
+        drop(eps);
         self.engine.rx_epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         self.engine.epoll.add(io.fd(), io.key(), ENGINE_CONN_FLAGS)
     }

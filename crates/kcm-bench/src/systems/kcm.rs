@@ -8,14 +8,44 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
-use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, Message, MuxOptions};
+use bytes::Bytes;
+use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, Message, MsgData, MuxOptions};
 
 use super::{Running, ServerCtx, MAX_FRAME, STOP_POLL};
 use crate::wire::{self, Op, Request};
 
 /// Most messages taken per `recv_batch`.
 const BATCH: usize = 64;
+
+/// One reply: an acknowledgement built on the stack (the library copies it into its send
+/// queue, as the `thread` server copies it into its output buffer), or an echo of the request
+/// (a zero-copy slice of the read buffer).
+#[derive(Clone)]
+enum Reply {
+    Ack([u8; wire::ACK_LEN]),
+    Echo(Bytes),
+}
+
+impl AsRef<[u8]> for Reply {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Reply::Ack(a) => a,
+            Reply::Echo(b) => b,
+        }
+    }
+}
+
+impl MsgData for Reply {
+    fn is_shared(&self) -> bool {
+        matches!(self, Reply::Echo(_))
+    }
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Reply::Ack(a) => Bytes::copy_from_slice(&a),
+            Reply::Echo(b) => b,
+        }
+    }
+}
 
 /// Creates the mux, attaches every connection and starts one worker per endpoint.
 pub fn start(conns: Vec<TcpStream>, ctx: &ServerCtx) -> anyhow::Result<Running> {
@@ -56,7 +86,7 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
         BATCH
     };
     let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
-    let mut replies: Vec<(ConnectionId, Bytes)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(ConnectionId, Reply)> = Vec::with_capacity(BATCH);
     while !ctx.stopped() {
         match ep.recv_batch(&mut batch, batch_max) {
             Ok(_) => {}
@@ -66,7 +96,6 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
         }
         let mut bytes = 0u64;
         let n = batch.len() as u64;
-        let mut acks = BytesMut::with_capacity(batch.len() * wire::ACK_LEN);
         for m in batch.drain(..) {
             bytes += m.data.len() as u64;
             let req = match Request::parse(&m.data) {
@@ -79,13 +108,8 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
             crate::work::spin(req.work_ns);
             match req.op {
                 Op::None => {}
-                Op::Ack => {
-                    // Acks of a batch share one allocation.
-                    acks.extend_from_slice(&wire::ack(req.seq, m.data.len()));
-                    replies.push((m.conn, acks.split().freeze()));
-                }
-                // The echo is the received message itself: a zero-copy slice of the read buffer.
-                Op::Echo => replies.push((m.conn, m.data)),
+                Op::Ack => replies.push((m.conn, Reply::Ack(wire::ack(req.seq, m.data.len())))),
+                Op::Echo => replies.push((m.conn, Reply::Echo(m.data))),
             }
         }
         ctx.counters.add(n, bytes);

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{ConnectionId, EndpointId, Event, Kind, MuxCore};
 use crate::errno;
-pub use batch::Refused;
+pub use batch::{MsgData, Refused};
 #[cfg(test)]
 pub(crate) use queue::TxMsg;
 use queue::COALESCE_MAX;

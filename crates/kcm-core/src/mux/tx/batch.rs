@@ -8,8 +8,55 @@
 
 use bytes::Bytes;
 
-use super::{Parts, SendError, SendFlags};
+use super::{Parts, SendError, SendFlags, COALESCE_MAX};
 use crate::mux::{ConnectionId, EndpointId, MuxCore};
+
+/// The bytes of one message for [`MuxCore::send_batch`]: [`Bytes`] are queued without a copy
+/// (small ones are still copied together into one buffer), a borrowed slice is copied, as the
+/// kernel's `sendmsg` copies what it is given. A small reply built on the stack costs no
+/// allocation and no reference count this way.
+pub trait MsgData: AsRef<[u8]> {
+    /// Whether the bytes can be shared rather than copied.
+    fn is_shared(&self) -> bool;
+    /// The message as [`Bytes`] (a copy unless [`MsgData::is_shared`]).
+    fn into_bytes(self) -> Bytes;
+}
+
+impl MsgData for Bytes {
+    fn is_shared(&self) -> bool {
+        true
+    }
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+impl MsgData for &[u8] {
+    fn is_shared(&self) -> bool {
+        false
+    }
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> MsgData for &[u8; N] {
+    fn is_shared(&self) -> bool {
+        false
+    }
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl MsgData for Vec<u8> {
+    fn is_shared(&self) -> bool {
+        true
+    }
+    fn into_bytes(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
 
 /// A message [`MuxCore::send_batch`] did not accept, handed back with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +100,10 @@ impl MuxCore {
     /// let tx = mux.poll_transmit(ep).unwrap();
     /// assert_eq!(tx.len, 6);
     /// ```
-    pub fn send_batch<I>(&mut self, ep: EndpointId, msgs: &mut I) -> (usize, Option<Refused>)
+    pub fn send_batch<I, D>(&mut self, ep: EndpointId, msgs: &mut I) -> (usize, Option<Refused>)
     where
-        I: Iterator<Item = (Option<ConnectionId>, Bytes)>,
+        I: Iterator<Item = (Option<ConnectionId>, D)>,
+        D: MsgData,
     {
         let batched = SendFlags {
             eor: true,
@@ -72,13 +120,15 @@ impl MuxCore {
                 refused = Some(Refused {
                     error: SendError::NoEndpoint,
                     target,
-                    data,
+                    data: data.into_bytes(),
                 });
                 break;
             };
-            if e.pending_err.is_some() || e.tx.open.is_some() || data.is_empty() {
+            let len = data.as_ref().len();
+            if e.pending_err.is_some() || e.tx.open.is_some() || len == 0 {
                 // A pending error to report, an open message to complete, an empty send:
                 // the general path says what happens.
+                let data = data.into_bytes();
                 match self.send(ep, data.clone(), batched, target) {
                     Ok(_) => {
                         sent += 1;
@@ -117,14 +167,17 @@ impl MuxCore {
                 refused = Some(Refused {
                     error,
                     target,
-                    data,
+                    data: data.into_bytes(),
                 });
                 break;
             }
-            let len = data.len();
             e.stats.tx_bytes += len as u64;
             e.stats.tx_msgs += 1;
-            e.tx.enqueue(Parts::One(data), len, target);
+            if len <= COALESCE_MAX && !data.is_shared() {
+                e.tx.enqueue_copy(data.as_ref(), target);
+            } else {
+                e.tx.enqueue(Parts::One(data.into_bytes()), len, target);
+            }
             e.tx.wait_more = true;
             sent += 1;
         }

@@ -113,12 +113,21 @@ impl TxMsg {
     /// message becomes a run only when a second one joins it, so a message sent on its own
     /// stays zero-copy. Appending behind bytes that a transmit may already be writing is
     /// safe: the entry's bytes before the new ones do not change.
-    fn try_append(&mut self, data: &Bytes, target: Option<ConnectionId>) -> bool {
+    #[inline]
+    fn try_append(&mut self, data: &[u8], target: Option<ConnectionId>) -> bool {
         if self.target != target || self.len + data.len() > RUN_MAX {
             return false;
         }
         let len = self.len;
         match &mut self.parts {
+            // The common case first: a run still growing.
+            Parts::Run(Run {
+                data: RunData::Open(buf),
+                ends,
+            }) => {
+                buf.extend_from_slice(data);
+                ends.push((len + data.len()) as u32);
+            }
             Parts::One(first) if len <= COALESCE_MAX => {
                 // Sized for a typical batch of replies; it doubles as needed up to RUN_MAX.
                 let mut buf = BytesMut::with_capacity(RUN_START);
@@ -130,13 +139,6 @@ impl TxMsg {
                     data: RunData::Open(buf),
                     ends,
                 });
-            }
-            Parts::Run(Run {
-                data: RunData::Open(buf),
-                ends,
-            }) => {
-                buf.extend_from_slice(data);
-                ends.push((len + data.len()) as u32);
             }
             _ => return false,
         }
@@ -224,6 +226,36 @@ impl EpTx {
         }
         // Full now: whoever watches writability (the pollable descriptor) needs the Writable
         // event when room returns, even if no send has failed yet.
+        if self.queued_bytes >= self.sndbuf {
+            self.blocked = true;
+        }
+    }
+
+    /// Queues a small completed message given as a borrowed slice: copied into the run at the
+    /// tail, or into a new run (there is no buffer of the caller's to share).
+    #[inline]
+    pub(super) fn enqueue_copy(&mut self, data: &[u8], target: Option<ConnectionId>) {
+        self.queued_bytes += data.len();
+        self.queued_msgs += 1;
+        let joined = self
+            .queue
+            .back_mut()
+            .is_some_and(|tail| tail.try_append(data, target));
+        if !joined {
+            let mut buf = BytesMut::with_capacity(RUN_START.max(data.len()));
+            buf.extend_from_slice(data);
+            let mut ends = Vec::with_capacity(RUN_START / 16);
+            ends.push(data.len() as u32);
+            self.queue.push_back(TxMsg {
+                parts: Parts::Run(Run {
+                    data: RunData::Open(buf),
+                    ends,
+                }),
+                len: data.len(),
+                sent: 0,
+                target,
+            });
+        }
         if self.queued_bytes >= self.sndbuf {
             self.blocked = true;
         }
