@@ -90,11 +90,14 @@ mod tests {
     #[test]
     fn spin_takes_roughly_what_it_is_asked() {
         calibrate();
-        // A busy machine can only make it slower, so check the lower bound tightly.
+        // Not a performance figure: a guard against a calibration that is off by a large
+        // factor (a unit mix-up, a loop folded away). Only the lower bound is meaningful (a
+        // busy machine makes it slower), and it is loose: the CPU's speed during calibration
+        // and during the test may differ (frequency, a sibling hyperthread).
         let t = Instant::now();
         spin(2_000_000);
         let e = t.elapsed();
-        assert!(e >= Duration::from_micros(1_500), "{e:?}");
+        assert!(e >= Duration::from_micros(500), "{e:?}");
     }
 
     #[test]

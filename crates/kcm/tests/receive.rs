@@ -590,3 +590,41 @@ fn messages_are_queued_while_the_receiving_thread_is_busy() {
     let m = ep.recv().expect("the second message");
     assert_eq!(&m.data[4..], b"second");
 }
+
+/// Each endpoint is the first choice for its share of the connections, and a thread with
+/// enough of its own work leaves the others' ready connections to them for a moment. An
+/// endpoint whose thread never comes back must not keep its share unread in the sockets:
+/// every message is received by the thread that is there or queued (by the steering rules) on
+/// the absent endpoint, where it can be seen.
+#[test]
+fn an_absent_endpoint_does_not_keep_its_share_of_the_connections_unread() {
+    let a = endpoint(Kind::Datagram);
+    let b = clone_of(&a); // never receives
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..4).map(|_| tcp_pair()).collect();
+    for (_, server) in &pairs {
+        a.attach(server, thrift()).expect("attach");
+    }
+    // Every connection at once, enough that `a` has plenty of its own share to work on.
+    for (i, (client, _)) in pairs.iter().enumerate() {
+        let mut burst = Vec::new();
+        for k in 0..40u8 {
+            burst.extend_from_slice(&frame(&[i as u8, k]));
+        }
+        (&*client).write_all(&burst).expect("write");
+    }
+    let mut got = vec![Vec::new(); 4];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    a.set_read_timeout(Some(Duration::from_millis(50)));
+    while got.iter().map(Vec::len).sum::<usize>() + queued(&b) as usize != 160 {
+        assert!(Instant::now() < deadline, "messages left unread: {got:?}");
+        match a.recv() {
+            Ok(m) => got[usize::from(m.data[4])].push(m.data[5]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    // What `a` got of each connection is in order (a prefix, the rest went to `b` in passes).
+    for per_conn in &got {
+        assert!(per_conn.windows(2).all(|w| w[0] < w[1]), "{per_conn:?}");
+    }
+}
