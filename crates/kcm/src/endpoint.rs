@@ -789,6 +789,34 @@ impl Endpoint {
 
     // ---- statistics and events ----
 
+    /// Messages and bytes queued on this endpoint for receive, ready to be taken without
+    /// waiting (the kernel's `SIOCINQ` reports the bytes). A server can use it to batch its
+    /// replies while more requests are already waiting.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::io::Write;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = std::net::TcpStream::connect(l.local_addr()?)?;
+    /// let (server, _) = l.accept()?;
+    /// let ep = kcm::Endpoint::new(kcm::Kind::Datagram)?;
+    /// ep.attach(&server, kcm::presets::by_name("thrift").unwrap())?;
+    /// client.write_all(b"\0\0\0\x01a\0\0\0\x01b")?;
+    /// let first = ep.recv()?;
+    /// while ep.queued() != (1, 5) {
+    ///     std::thread::yield_now(); // the second message is being parsed
+    /// }
+    /// # let _ = first;
+    /// # Ok(()) }
+    /// ```
+    pub fn queued(&self) -> (usize, usize) {
+        self.shared
+            .lock()
+            .core
+            .rx_queued(self.id)
+            .unwrap_or_default()
+    }
+
     /// This endpoint's counters.
     pub fn stats(&self) -> EndpointStats {
         self.shared
