@@ -2,7 +2,7 @@
 //! driver (the stream parser behind a try-lock), plus the errors posted on it.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -46,9 +46,6 @@ pub(crate) struct ConnIo {
     /// The mux parked messages of this connection: do not read (§5.2).
     pub(crate) paused: AtomicBool,
     pub(crate) unattaching: AtomicBool,
-    /// The endpoint that is woken first for this connection's bytes (see
-    /// `Shared::register_conn`).
-    pub(crate) home: AtomicU32,
     /// Reads of the socket so far (the engine's deferred reads skip a connection read since).
     pub(crate) reads: AtomicU64,
     /// The last errno posted on the connection (the kernel's `sk_err` on the TCP socket).
@@ -74,7 +71,6 @@ impl ConnIo {
             paused: AtomicBool::new(false),
             unattaching: AtomicBool::new(false),
             reads: AtomicU64::new(0),
-            home: AtomicU32::new(u32::MAX),
             error: Mutex::new(None),
         }
     }

@@ -95,13 +95,6 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// How long a thread leaves a ready connection of another endpoint's share to that endpoint
-/// (see `Endpoint::recv_inner`) before reading it itself.
-const LEAVE_FOR: Duration = Duration::from_micros(200);
-/// Messages a thread must have queued from its own share before it leaves other endpoints'
-/// ready connections to them.
-const ENOUGH_OF_MY_OWN: usize = 16;
-
 fn to_nanos(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| {
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
@@ -589,116 +582,27 @@ impl Endpoint {
                 }
             };
             polled_once = true;
-            // Connections left to their own endpoint must not wait longer than LEAVE_FOR.
-            let left_due = self.left_due();
-            let timeout = match (timeout, left_due) {
-                (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(Instant::now()))),
-                (None, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
-                (t, None) => t,
-            };
             let waited = self.io.epoll.wait(&mut ready, timeout);
             self.shared.set_sleeping(&self.io, false);
             waited?;
-            let mut have_pass = false;
-            self.read_left_over(&mut have_pass, &mut events);
             // This thread keeps the first read pass that brings it messages. The passes of the
             // other ready connections go by the eligible FIFO while another endpoint's thread
             // is idle, so that it starts on them at once instead of waiting for this one to
             // work through everything; while every other thread is busy, this one keeps them
             // too (handing them to a busy thread would only make them wait behind its work).
-            //
-            // Connections whose first-choice endpoint is another one (see
-            // `Shared::register_conn`) are read only if this thread found nothing of its own
-            // share: that endpoint has them on its ready list too and reads them when it comes
-            // back, so each connection's bytes stay with one thread while there is enough work
-            // for all, and an idle thread still takes over a busy one's connections.
-            let mut theirs = Vec::new();
+            let mut have_pass = false;
             for &(key, _) in &ready {
                 if key == crate::conn::WAKER_KEY {
                     self.io.waker.reset();
                 } else if let Some(conn) = self.shared.conn_by_key(key) {
-                    if self.shared.opts.prefer_local && !self.shared.is_home(&conn, self.id) {
-                        theirs.push(conn);
-                        continue;
-                    }
-                    self.read_ready(&conn, &mut have_pass, &mut events);
-                }
-            }
-            // Only worth it when this thread has a good batch of its own: with one message
-            // each (an endpoint receive buffer of one byte, balancing per message) every
-            // ready connection is work for whichever thread is free.
-            let enough = have_pass
-                && !theirs.is_empty()
-                && self
-                    .shared
-                    .lock()
-                    .core
-                    .rx_queued(self.id)
-                    .is_some_and(|(msgs, _)| msgs >= ENOUGH_OF_MY_OWN);
-            if enough {
-                let now = Instant::now();
-                let mut left = self.io.left.lock().unwrap_or_else(PoisonError::into_inner);
-                for conn in theirs {
-                    let reads = conn.reads.load(Ordering::Relaxed);
-                    left.push((Arc::downgrade(&conn), reads, now));
-                }
-            } else {
-                for conn in &theirs {
-                    self.read_ready(conn, &mut have_pass, &mut events);
+                    let others_idle = self.shared.sleeping_eps.load(Ordering::SeqCst) > 0;
+                    let prefer = (!have_pass || !others_idle).then_some(self.id);
+                    self.shared.drive_rx(&conn, prefer, &mut events);
+                    have_pass = have_pass || events.contains(&Event::Readable(self.id));
                 }
             }
             self.shared.dispatch(events, Some(self.id));
         }
-    }
-
-    /// When the oldest connection left to its own endpoint is due to be read here.
-    fn left_due(&self) -> Option<Instant> {
-        let left = self.io.left.lock().unwrap_or_else(PoisonError::into_inner);
-        left.first().map(|&(_, _, at)| at + LEAVE_FOR)
-    }
-
-    /// Reads the connections left to their own endpoint that it has not read within
-    /// [`LEAVE_FOR`] (its thread may be descheduled); forgets those it has read.
-    fn read_left_over(&self, have_pass: &mut bool, events: &mut Vec<Event>) {
-        let now = Instant::now();
-        let due: Vec<Arc<crate::conn::ConnIo>> = {
-            let mut left = self.io.left.lock().unwrap_or_else(PoisonError::into_inner);
-            if left.is_empty() {
-                return;
-            }
-            let mut due = Vec::new();
-            left.retain(|(conn, reads, at)| {
-                let Some(conn) = conn.upgrade() else {
-                    return false;
-                };
-                if conn.reads.load(Ordering::Relaxed) != *reads {
-                    return false;
-                }
-                if now.saturating_duration_since(*at) < LEAVE_FOR {
-                    return true;
-                }
-                due.push(conn);
-                false
-            });
-            due
-        };
-        for conn in &due {
-            self.read_ready(conn, have_pass, events);
-        }
-    }
-
-    /// Reads a ready connection for [`Endpoint::recv_inner`]: the first pass that brings this
-    /// thread messages is kept, further ones go to an idle endpoint if there is one.
-    fn read_ready(
-        &self,
-        conn: &crate::conn::ConnIo,
-        have_pass: &mut bool,
-        events: &mut Vec<Event>,
-    ) {
-        let others_idle = self.shared.sleeping_eps.load(Ordering::SeqCst) > 0;
-        let prefer = (!*have_pass || !others_idle).then_some(self.id);
-        self.shared.drive_rx(conn, prefer, events);
-        *have_pass = *have_pass || events.contains(&Event::Readable(self.id));
     }
 
     // ---- options ----

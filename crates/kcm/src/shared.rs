@@ -41,11 +41,6 @@ pub(crate) struct EpIo {
     /// The endpoint's thread took messages and has not come back for more yet (see
     /// [`Shared::busy_eps`]).
     pub(crate) busy: AtomicBool,
-    /// Ready connections of other endpoints' shares this thread left to them: (connection,
-    /// its read count then, when). Read here after all if still unread after
-    /// `endpoint::LEAVE_FOR`.
-    /// (Weak: a connection unattached meanwhile is not kept open by this list.)
-    pub(crate) left: Mutex<Vec<(std::sync::Weak<ConnIo>, u64, Instant)>>,
 }
 
 pub(crate) struct State {
@@ -108,18 +103,6 @@ impl Shared {
             busy_eps: std::sync::atomic::AtomicUsize::new(0),
             sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
         }
-    }
-
-    /// Whether `ep` is the connection's first-choice endpoint, or the connection has none
-    /// left (its first choice was closed): then every endpoint treats it as its own.
-    pub(crate) fn is_home(&self, io: &ConnIo, ep: EndpointId) -> bool {
-        let home = io.home.load(Ordering::Relaxed);
-        home == ep.0
-            || !self
-                .eps
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(&home)
     }
 
     /// Records whether an endpoint's thread is (about to be) blocked waiting for messages.
@@ -517,9 +500,6 @@ impl Shared {
             let first = io.id.index as usize % order.len();
             order.rotate_left(first);
         }
-        if let Some((&home, _)) = order.first() {
-            io.home.store(home, Ordering::Relaxed);
-        }
         for (_, ep) in order {
             ep.epoll.add(io.fd(), io.key(), EP_CONN_FLAGS)?;
         }
@@ -553,7 +533,6 @@ impl Shared {
             pollfd: std::sync::OnceLock::new(),
             sleeping: AtomicBool::new(false),
             busy: AtomicBool::new(false),
-            left: Mutex::new(Vec::new()),
             always_wake: AtomicBool::new(false),
         })
     }

@@ -591,11 +591,10 @@ fn messages_are_queued_while_the_receiving_thread_is_busy() {
     assert_eq!(&m.data[4..], b"second");
 }
 
-/// Each endpoint is the first choice for its share of the connections, and a thread with
-/// enough of its own work leaves the others' ready connections to them for a moment. An
-/// endpoint whose thread never comes back must not keep its share unread in the sockets:
-/// every message is received by the thread that is there or queued (by the steering rules) on
-/// the absent endpoint, where it can be seen.
+/// Each endpoint is the first choice for its share of the connections (it is woken first for
+/// their bytes). An endpoint whose thread never comes back must not keep its share unread in
+/// the sockets: every message is received by the thread that is there or queued (by the
+/// steering rules) on the absent endpoint, where it can be seen.
 #[test]
 fn an_absent_endpoint_does_not_keep_its_share_of_the_connections_unread() {
     let a = endpoint(Kind::Datagram);
