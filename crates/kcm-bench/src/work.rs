@@ -2,9 +2,10 @@
 //!
 //! W2's server work must burn CPU in the receiving thread (`bench.md`: "CPU work per request …
 //! done in the receiving thread"), not sleep, or a thread holding a hot connection would not
-//! actually be busy. The busy loop is calibrated once per process against the monotonic clock
-//! (the fastest of several short rounds), so a request asking for 20 µs costs about 20 µs of
-//! CPU on every server, in every run.
+//! actually be busy. The loop runs until the thread has used the requested CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`), so a request asking for 20 µs costs 20 µs of CPU on every
+//! server, in every run, whatever the shared host's speed; the loop's speed, calibrated once
+//! per process, only sets how often the clock is read.
 
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -55,7 +56,18 @@ pub fn spin(ns: u32) {
     if ns == 0 {
         return;
     }
-    spin_iters((f64::from(ns) / 1000.0 * iters_per_us()) as u64);
+    // Loop until the thread has used `ns` of CPU time: a loop count alone would burn more or
+    // less time as the shared host's speed changes after the calibration (seen: `thread`'s W2
+    // QPS moving between 42 k and 73 k from one process to the next). The clock is read every
+    // ~2 µs of loop (reading it is a system call; its cost counts as part of the work).
+    let target = Duration::from_nanos(u64::from(ns));
+    let start = thread_cpu_time();
+    let chunk = ((2.0 * iters_per_us()) as u64).max(1);
+    let first = ((f64::from(ns) / 1000.0 * iters_per_us()) as u64).min(chunk);
+    spin_iters(first);
+    while thread_cpu_time().saturating_sub(start) < target {
+        spin_iters(chunk);
+    }
 }
 
 /// Calibrates the busy loop now (so the first measured request does not pay for it).
