@@ -1,0 +1,155 @@
+//! The receiving half of [`Endpoint`]: `recvmsg`/`recvmmsg`, and the wait in which a receiving
+//! thread reads the connections itself.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use kcm_core::mux::Event;
+
+use super::{from_nanos, Endpoint, Message, RecvMeta};
+use crate::shared::Shared;
+use crate::sys;
+
+impl Endpoint {
+    // ---- receiving ----
+
+    /// Receives one whole message, blocking until one arrives (or the read timeout passes, or
+    /// the endpoint is non-blocking: `WouldBlock`). While it waits, the calling thread reads and
+    /// parses the mux's connections itself, so a message usually reaches it without any hand-off
+    /// between threads.
+    pub fn recv(&self) -> io::Result<Message> {
+        let r = self.recv_inner(usize::MAX, false)?;
+        Ok(Message {
+            data: r.data,
+            conn: r.conn,
+        })
+    }
+
+    /// Returns the next message without taking it (`MSG_PEEK`: no counters change).
+    pub fn peek(&self) -> io::Result<Message> {
+        let r = self.recv_inner(usize::MAX, true)?;
+        Ok(Message {
+            data: r.data,
+            conn: r.conn,
+        })
+    }
+
+    /// Receives into a buffer with the kernel's semantics for short buffers: a datagram
+    /// endpoint returns the prefix and drops the rest (`trunc`); a seqpacket endpoint returns the
+    /// prefix and keeps the rest for the next call (`eor` false until the last piece; the
+    /// original KCM semantics, `design.md` §2 decision 2).
+    pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        let r = self.recv_inner(buf.len(), false)?;
+        buf[..r.data.len()].copy_from_slice(&r.data);
+        Ok(RecvMeta {
+            len: r.data.len(),
+            conn: r.conn,
+            eor: r.eor,
+            trunc: r.trunc,
+        })
+    }
+
+    /// Receives up to `max` whole messages into `out` (`recvmmsg` with `MSG_WAITFORONE`):
+    /// waits for the first as [`Endpoint::recv`] does, then takes whatever else is already
+    /// queued. Returns how many were added.
+    pub fn recv_batch(&self, out: &mut Vec<Message>, max: usize) -> io::Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut n = 0;
+        let mut events = Vec::new();
+        {
+            // Whatever is queued already is taken under one lock; only an empty queue goes
+            // the blocking way for its first message.
+            let mut st = self.shared.lock();
+            if st.core.rx_queued(self.id).is_none_or(|(msgs, _)| msgs == 0) {
+                drop(st);
+                let first = self.recv()?;
+                out.push(first);
+                n = 1;
+                st = self.shared.lock();
+            }
+            n += st.core.recv_many(self.id, max - n, |data, conn| {
+                out.push(Message { data, conn })
+            });
+            self.shared.set_busy(&self.io, true);
+            Shared::drain(&mut st.core, &mut events);
+        }
+        self.shared.dispatch(events, Some(self.id));
+        self.shared.sync_pollfd(self.id, &self.io);
+        Ok(n)
+    }
+
+    fn recv_inner(&self, max: usize, peek: bool) -> io::Result<kcm_core::mux::RecvRead> {
+        let nonblocking = self.is_nonblocking();
+        let deadline =
+            from_nanos(self.read_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
+        let mut ready = Vec::new();
+        let mut polled_once = false;
+        loop {
+            let mut events = Vec::new();
+            {
+                let mut st = self.shared.lock();
+                let r = st.core.recv(self.id, max, peek);
+                Shared::drain(&mut st.core, &mut events);
+                // Under the lock that saw the queue empty (see `EpIo::sleeping`).
+                self.shared
+                    .set_sleeping(&self.io, r.is_none() && !nonblocking);
+                self.shared.set_busy(&self.io, r.is_some());
+                if let Some(r) = r {
+                    drop(st);
+                    self.shared.dispatch(events, Some(self.id));
+                    self.shared.sync_pollfd(self.id, &self.io);
+                    return Ok(r);
+                }
+                if let Some(e) = st.core.take_endpoint_error(self.id) {
+                    self.shared.set_sleeping(&self.io, false);
+                    return Err(sys::os_err(e));
+                }
+            }
+            self.shared
+                .dispatch(std::mem::take(&mut events), Some(self.id));
+            let timeout = if nonblocking {
+                if polled_once {
+                    self.shared.sync_pollfd(self.id, &self.io);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Some(Duration::ZERO)
+            } else {
+                match deadline {
+                    None => None,
+                    Some(d) => match d.checked_duration_since(Instant::now()) {
+                        Some(w) if !w.is_zero() => Some(w),
+                        // SO_RCVTIMEO expiry is EAGAIN, as for any socket.
+                        _ => {
+                            self.shared.set_sleeping(&self.io, false);
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                    },
+                }
+            };
+            polled_once = true;
+            let waited = self.io.epoll.wait(&mut ready, timeout);
+            self.shared.set_sleeping(&self.io, false);
+            waited?;
+            // This thread keeps the first read pass that brings it messages. The passes of the
+            // other ready connections go by the eligible FIFO while another endpoint's thread
+            // is idle, so that it starts on them at once instead of waiting for this one to
+            // work through everything; while every other thread is busy, this one keeps them
+            // too (handing them to a busy thread would only make them wait behind its work).
+            let mut have_pass = false;
+            for &(key, _) in &ready {
+                if key == crate::conn::WAKER_KEY {
+                    self.io.waker.reset();
+                } else if let Some(conn) = self.shared.conn_by_key(key) {
+                    let others_idle = self.shared.sleeping_eps.load(Ordering::SeqCst) > 0;
+                    let prefer = (!have_pass || !others_idle).then_some(self.id);
+                    self.shared.drive_rx(&conn, prefer, &mut events);
+                    have_pass = have_pass || events.contains(&Event::Readable(self.id));
+                }
+            }
+            self.shared.dispatch(events, Some(self.id));
+        }
+    }
+}
