@@ -562,3 +562,34 @@ fn read_until_expected(peer: &mut TcpStream, expected: &AtomicUsize) -> Vec<(u8,
     assert_silent(peer, Duration::from_millis(20));
     got
 }
+
+/// Messages given as borrowed slices are copied (small ones into one shared buffer, large ones
+/// on their own) and arrive whole and in order, mixed with zero-copy `Bytes`.
+#[test]
+fn a_batch_of_borrowed_slices_and_bytes_arrives_whole_and_in_order() {
+    let ep = endpoint(Kind::Datagram);
+    let (mut peer, conn) = attach_pair(&ep);
+    let sizes = [1usize, 300, 5_000, 12, 256, 257, 3];
+    let msgs: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| frame(&vec![b'a' + i as u8; n]))
+        .collect();
+    let sent = ep
+        .send_batch_to(msgs.iter().map(|m| (conn, m.as_slice())))
+        .expect("send_batch_to with slices");
+    assert_eq!(sent, msgs.len());
+    // The same again as owned buffers (`Vec<u8>` converts without a copy).
+    assert_eq!(
+        ep.send_batch_to(msgs.iter().map(|m| (conn, m.clone())))
+            .expect("send_batch_to with vectors"),
+        msgs.len()
+    );
+    for round in 0..2 {
+        for m in &msgs {
+            assert_eq!(&read_frame(&mut peer).expect("a reply"), m, "round {round}");
+        }
+    }
+    let s = ep.stats();
+    assert_eq!(s.tx_msgs, 2 * msgs.len() as u64);
+}
