@@ -131,6 +131,60 @@ pub trait Parser: Send + Sync + fmt::Debug {
     fn min_view(&self) -> usize {
         1
     }
+
+    /// The messages that follow one another from `buf[0]`, found the way the stream parser
+    /// walks a read pass: `parse` at each message's first byte while the answer is a length
+    /// in `1..=max` that `buf` holds entirely. Stores the lengths in `lens` (at most its
+    /// length) and returns how many, with the answer that stopped the walk, if one did (none
+    /// when `lens` is full, `buf` is used up or the rest is shorter than
+    /// [`min_view`](Parser::min_view)).
+    ///
+    /// Only an optimisation: the default is monomorphised for each parser type, so the stream
+    /// parser pays one virtual call per read pass instead of one per message. Overriding it
+    /// is never necessary, and an override must answer exactly as the default does.
+    ///
+    /// ```
+    /// use kcm_core::{presets, Parse, Parser};
+    /// let mut lens = [0; 8];
+    /// let buf = [0, 0, 0, 1, b'a', 0, 0, 0, 2, b'b', b'c', 0, 0, 0, 9, b'd'];
+    /// let (n, stop) = presets::thrift().scan(&buf, 1 << 20, &mut lens);
+    /// assert_eq!(&lens[..n], &[5, 6]);
+    /// assert_eq!(stop, Some(Parse::Length(13))); // the third is not all here
+    /// ```
+    fn scan(&self, buf: &[u8], max: usize, lens: &mut [usize]) -> (usize, Option<Parse>) {
+        scan_with(self, buf, max, lens)
+    }
+}
+
+/// [`Parser::scan`]'s walk, for any parser (see there).
+fn scan_with<P: Parser + ?Sized>(
+    p: &P,
+    buf: &[u8],
+    max: usize,
+    lens: &mut [usize],
+) -> (usize, Option<Parse>) {
+    let min_view = p.min_view();
+    let (mut n, mut end) = (0, 0);
+    while n < lens.len() {
+        let Some(view) = buf.get(end..) else {
+            break;
+        };
+        if view.is_empty() || view.len() < min_view {
+            break;
+        }
+        match p.parse(view) {
+            Parse::Length(len) if len > 0 && len <= max => {
+                if len > view.len() {
+                    return (n, Some(Parse::Length(len)));
+                }
+                lens[n] = len;
+                n += 1;
+                end += len;
+            }
+            other => return (n, Some(other)),
+        }
+    }
+    (n, None)
 }
 
 /// A shared or boxed parser is a parser. Every method forwards, those with a default too,
@@ -147,6 +201,9 @@ macro_rules! forward_parser {
             }
             fn min_view(&self) -> usize {
                 (**self).min_view()
+            }
+            fn scan(&self, buf: &[u8], max: usize, lens: &mut [usize]) -> (usize, Option<Parse>) {
+                (**self).scan(buf, max, lens)
             }
         }
     )*};

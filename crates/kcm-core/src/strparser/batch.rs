@@ -117,31 +117,14 @@ impl StrParser {
             end: 0,
             stop: None,
         };
-        while run.n < RUN {
-            let Some(view) = self.buf.get(run.end..) else {
-                break;
-            };
-            // As `next_message`: no call on an empty view; below the parser's minimum the
-            // general path answers "need more" (and counts it).
-            if view.is_empty() || view.len() < self.min_view {
-                break;
-            }
-            match self.parser.parse(view) {
-                Parse::Length(len) if len > 0 && len <= self.cfg.max_msg_size => {
-                    if len > view.len() {
-                        run.stop = Some(Parse::Length(len));
-                        break;
-                    }
-                    run.lens[run.n] = len;
-                    run.n += 1;
-                    run.end += len;
-                }
-                other => {
-                    run.stop = Some(other);
-                    break;
-                }
-            }
-        }
+        // As `next_message`: no call on an empty view; below the parser's minimum the general
+        // path answers "need more" (and counts it). One virtual call for the whole walk.
+        let (n, stop) = self
+            .parser
+            .scan(&self.buf, self.cfg.max_msg_size, &mut run.lens);
+        run.n = n;
+        run.end = run.lens[..n].iter().sum();
+        run.stop = stop;
         run
     }
 
