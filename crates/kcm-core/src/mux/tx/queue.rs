@@ -20,9 +20,12 @@ pub(in crate::mux) const COALESCE_MAX: usize = 256;
 /// A run stops growing at this many bytes: its bytes leave the send-buffer accounting only
 /// when all of it is written, so it must stay small next to any sensible send buffer.
 const RUN_MAX: usize = 4096;
-/// A run's first allocation: a batch of small replies fits without growing it, while a run
-/// of just two messages does not hold much more memory than they need.
-const RUN_START: usize = 1024;
+/// A new run reserves room for this many messages like its first, or as much as the run
+/// before it came to hold if that is more (then it doubles as it grows): a sender's batches
+/// of replies seldom reallocate, and a run that stays short holds at most a few times its
+/// bytes, so a queue of many short runs (small replies to destinations that alternate) stays
+/// within a small multiple of the send buffer.
+const RUN_ROOM: usize = 8;
 
 /// The bytes of one queue entry.
 #[derive(Debug)]
@@ -49,6 +52,27 @@ pub(crate) struct Run {
 enum RunData {
     Open(BytesMut),
     Frozen(Bytes),
+}
+
+impl Run {
+    /// A run of the messages in `msgs`, copied back to back (the caller keeps it within
+    /// [`RUN_MAX`]), with room for more like the first, or for `hint` bytes (what the
+    /// previous run came to hold).
+    fn new(msgs: &[&[u8]], hint: usize) -> Run {
+        let first = msgs.first().map_or(1, |m| m.len().max(1));
+        let room = (first * RUN_ROOM).max(hint).clamp(first, RUN_MAX);
+        let mut buf = BytesMut::with_capacity(room);
+        // Room for as many message ends as messages like the first fit in the buffer.
+        let mut ends = Vec::with_capacity((room / first).max(msgs.len()));
+        for m in msgs {
+            buf.extend_from_slice(m);
+            ends.push(buf.len() as u32);
+        }
+        Run {
+            data: RunData::Open(buf),
+            ends,
+        }
+    }
 }
 
 /// One queue entry: a message, or a run of messages with the same destination.
@@ -108,6 +132,18 @@ impl TxMsg {
         }
     }
 
+    /// Bytes of buffer the entry holds for its run (0 for zero-copy entries).
+    #[cfg(test)]
+    fn run_capacity(&self) -> usize {
+        match &self.parts {
+            Parts::Run(r) => match &r.data {
+                RunData::Open(b) => b.capacity(),
+                RunData::Frozen(b) => b.len(),
+            },
+            _ => 0,
+        }
+    }
+
     /// Appends a small whole message to this entry if it can hold it: same destination, this
     /// entry a small message or a run still growing, the result within [`RUN_MAX`]. A lone
     /// message becomes a run only when a second one joins it, so a message sent on its own
@@ -129,16 +165,7 @@ impl TxMsg {
                 ends.push((len + data.len()) as u32);
             }
             Parts::One(first) if len <= COALESCE_MAX => {
-                // Sized for a typical batch of replies; it doubles as needed up to RUN_MAX.
-                let mut buf = BytesMut::with_capacity(RUN_START);
-                buf.extend_from_slice(first);
-                buf.extend_from_slice(data);
-                let mut ends = Vec::with_capacity(RUN_START / 16);
-                ends.extend([len as u32, (len + data.len()) as u32]);
-                self.parts = Parts::Run(Run {
-                    data: RunData::Open(buf),
-                    ends,
-                });
+                self.parts = Parts::Run(Run::new(&[first, data], 0));
             }
             _ => return false,
         }
@@ -178,6 +205,8 @@ pub(crate) struct EpTx {
     pub(crate) queued_bytes: usize,
     /// Messages in `queue` (runs hold several).
     pub(crate) queued_msgs: usize,
+    /// Bytes of the last run taken off the queue (sizes the next one, see [`RUN_ROOM`]).
+    last_run: usize,
     pub(crate) sndbuf: usize,
     pub(crate) open: Option<(Vec<Bytes>, Option<ConnectionId>)>,
     pub(crate) wait_more: bool,
@@ -197,6 +226,7 @@ impl EpTx {
             queue: VecDeque::new(),
             queued_bytes: 0,
             queued_msgs: 0,
+            last_run: 0,
             sndbuf: DEFAULT_BUF,
             open: None,
             wait_more: false,
@@ -210,52 +240,57 @@ impl EpTx {
 
     /// Queues a completed message (joining the run at the tail when it is small enough).
     pub(super) fn enqueue(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
-        self.queued_bytes += len;
-        self.queued_msgs += 1;
         let joined = match (&parts, self.queue.back_mut()) {
             (Parts::One(data), Some(tail)) if len <= COALESCE_MAX => tail.try_append(data, target),
             _ => false,
         };
         if !joined {
-            self.queue.push_back(TxMsg {
-                parts,
-                len,
-                sent: 0,
-                target,
-            });
+            self.push(parts, len, target);
         }
-        // Full now: whoever watches writability (the pollable descriptor) needs the Writable
-        // event when room returns, even if no send has failed yet.
-        if self.queued_bytes >= self.sndbuf {
-            self.blocked = true;
-        }
+        self.count(len);
     }
 
     /// Queues a small completed message given as a borrowed slice: copied into the run at the
     /// tail, or into a new run (there is no buffer of the caller's to share).
     #[inline]
     pub(super) fn enqueue_copy(&mut self, data: &[u8], target: Option<ConnectionId>) {
-        self.queued_bytes += data.len();
-        self.queued_msgs += 1;
         let joined = self
             .queue
             .back_mut()
             .is_some_and(|tail| tail.try_append(data, target));
         if !joined {
-            let mut buf = BytesMut::with_capacity(RUN_START.max(data.len()));
-            buf.extend_from_slice(data);
-            let mut ends = Vec::with_capacity(RUN_START / 16);
-            ends.push(data.len() as u32);
-            self.queue.push_back(TxMsg {
-                parts: Parts::Run(Run {
-                    data: RunData::Open(buf),
-                    ends,
-                }),
-                len: data.len(),
-                sent: 0,
-                target,
-            });
+            // The run before (to another destination, full, or already written) says how big
+            // runs get.
+            let hint = match self.queue.back() {
+                Some(
+                    tail @ TxMsg {
+                        parts: Parts::Run(_),
+                        ..
+                    },
+                ) => tail.len,
+                Some(_) => 0,
+                None => self.last_run,
+            };
+            self.push(Parts::Run(Run::new(&[data], hint)), data.len(), target);
         }
+        self.count(data.len());
+    }
+
+    fn push(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
+        self.queue.push_back(TxMsg {
+            parts,
+            len,
+            sent: 0,
+            target,
+        });
+    }
+
+    /// Counts a message just queued.
+    fn count(&mut self, len: usize) {
+        self.queued_bytes += len;
+        self.queued_msgs += 1;
+        // Full now: whoever watches writability (the pollable descriptor) needs the Writable
+        // event when room returns, even if no send has failed yet.
         if self.queued_bytes >= self.sndbuf {
             self.blocked = true;
         }
@@ -265,6 +300,9 @@ impl EpTx {
     pub(super) fn pop_head(&mut self) -> usize {
         match self.queue.pop_front() {
             Some(m) => {
+                if let Parts::Run(_) = m.parts {
+                    self.last_run = m.len;
+                }
                 self.queued_bytes -= m.len;
                 self.queued_msgs -= m.msgs();
                 m.msgs()
@@ -341,6 +379,22 @@ mod tests {
         q.enqueue(one(b"z"), 1, None);
         assert_eq!(q.queue.len(), 3);
         assert_eq!(q.queued_msgs, 4);
+    }
+
+    #[test]
+    fn short_runs_hold_memory_in_proportion_to_their_bytes() {
+        // Tiny messages to two destinations in turn: every message starts a run of its own.
+        let mut q = EpTx::new();
+        for i in 0..1000u32 {
+            q.enqueue_copy(&[1], conn(i % 2));
+        }
+        assert_eq!(q.queue.len(), 1000);
+        let held: usize = q.queue.iter().map(TxMsg::run_capacity).sum();
+        assert!(
+            held <= RUN_ROOM * q.queued_bytes,
+            "{held} B for {} B",
+            q.queued_bytes
+        );
     }
 
     #[test]
