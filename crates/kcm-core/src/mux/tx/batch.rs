@@ -69,6 +69,16 @@ pub struct Refused {
     pub data: Bytes,
 }
 
+impl Refused {
+    fn new(error: SendError, target: Option<ConnectionId>, data: impl MsgData) -> Refused {
+        Refused {
+            error,
+            target,
+            data: data.into_bytes(),
+        }
+    }
+}
+
 impl MuxCore {
     /// Sends whole messages from `msgs` until it is exhausted or one is refused, exactly as
     /// [`MuxCore::send`] with end-of-record would send them one by one, every one but the
@@ -116,35 +126,9 @@ impl MuxCore {
         // while this call holds the mux.
         let mut usable: Option<ConnectionId> = None;
         for (target, data) in msgs.by_ref() {
-            let Some(e) = self.ep(ep) else {
-                refused = Some(Refused {
-                    error: SendError::NoEndpoint,
-                    target,
-                    data: data.into_bytes(),
-                });
-                break;
-            };
             let len = data.as_ref().len();
-            if e.pending_err.is_some() || e.tx.open.is_some() || len == 0 {
-                // A pending error to report, an open message to complete, an empty send:
-                // the general path says what happens.
-                let data = data.into_bytes();
-                match self.send(ep, data.clone(), batched, target) {
-                    Ok(_) => {
-                        sent += 1;
-                        continue;
-                    }
-                    Err(error) => {
-                        refused = Some(Refused {
-                            error,
-                            target,
-                            data,
-                        });
-                        break;
-                    }
-                }
-            }
-            let error = match target {
+            // Checked before the endpoint's own state, which the general path reports first.
+            let target_err = match target {
                 Some(t) if usable != Some(t) => match self.conn(t) {
                     None => Some(SendError::NotConnected),
                     Some(c) if c.done => Some(SendError::NotConnected),
@@ -156,19 +140,33 @@ impl MuxCore {
                 },
                 _ => None,
             };
-            let Some(e) = self.ep_mut(ep) else { break };
-            let error = error.or_else(|| {
+            let Some(e) = self.ep_mut(ep) else {
+                refused = Some(Refused::new(SendError::NoEndpoint, target, data));
+                break;
+            };
+            if e.pending_err.is_some() || e.tx.open.is_some() || len == 0 {
+                // A pending error to report, an open message to complete, an empty send:
+                // the general path says what happens.
+                let data = data.into_bytes();
+                match self.send(ep, data.clone(), batched, target) {
+                    Ok(_) => {
+                        sent += 1;
+                        continue;
+                    }
+                    Err(error) => {
+                        refused = Some(Refused::new(error, target, data));
+                        break;
+                    }
+                }
+            }
+            let error = target_err.or_else(|| {
                 (e.tx.queued_bytes >= e.tx.sndbuf).then(|| {
                     e.tx.blocked = true;
                     SendError::WouldBlock
                 })
             });
             if let Some(error) = error {
-                refused = Some(Refused {
-                    error,
-                    target,
-                    data: data.into_bytes(),
-                });
+                refused = Some(Refused::new(error, target, data));
                 break;
             }
             e.stats.tx_bytes += len as u64;
