@@ -13,11 +13,10 @@ use crate::parser::Parse;
 pub(super) const RUN: usize = 64;
 
 /// What one scan found at the head of the buffer: `n` complete messages of the lengths in
-/// `lens`, `end` bytes in all, and the parser's answer that ended the scan, if one did.
+/// `lens`, and the parser's answer that ended the scan, if one did.
 struct Run {
     lens: [usize; RUN],
     n: usize,
-    end: usize,
     stop: Option<Parse>,
 }
 
@@ -111,21 +110,13 @@ impl StrParser {
     /// look has no earlier "need more" to reach past), within `max_msg_size`, all of it here.
     /// Any other answer ends the scan and is left to the general path, which counts it.
     fn scan(&self) -> Run {
-        let mut run = Run {
-            lens: [0; RUN],
-            n: 0,
-            end: 0,
-            stop: None,
-        };
         // As `next_message`: no call on an empty view; below the parser's minimum the general
         // path answers "need more" (and counts it). One virtual call for the whole walk.
+        let mut lens = [0; RUN];
         let (n, stop) = self
             .parser
-            .scan(&self.buf, self.cfg.max_msg_size, &mut run.lens);
-        run.n = n;
-        run.end = run.lens[..n].iter().sum();
-        run.stop = stop;
-        run
+            .scan(&self.buf, self.cfg.max_msg_size, &mut lens);
+        Run { lens, n, stop }
     }
 
     /// Delivers the messages of a scan: one split of the buffer, then a slice per message.
@@ -135,11 +126,13 @@ impl StrParser {
         if run.n == 0 {
             return;
         }
-        let chunk = self.buf.split_to(run.end).freeze();
-        self.start += run.end as u64;
+        let lens = &run.lens[..run.n];
+        let end: usize = lens.iter().sum();
+        let chunk = self.buf.split_to(end).freeze();
+        self.start += end as u64;
         self.stats.msgs += run.n as u64;
         let mut off = 0;
-        for &len in &run.lens[..run.n] {
+        for &len in lens {
             // Sliced whole, then stripped, as `next_message` does: a message stripped to
             // nothing still holds its share of the buffer (an empty slice would not), so the
             // buffer is reclaimed at the same moment either way.
