@@ -44,6 +44,8 @@ pub mod errno {
     pub const ENOTCONN: i32 = 107;
     /// Operation already in progress: the connection is already being unattached.
     pub const EALREADY: i32 = 114;
+    /// Operation not supported: the socket cannot be attached (not a connected stream).
+    pub const EOPNOTSUPP: i32 = 95;
 }
 
 /// What a [`Parser`] answers about the bytes of the current message seen so far.

@@ -155,14 +155,8 @@ pub(crate) struct SockInfo {
     pub(crate) rcvtimeo: Option<Duration>,
 }
 
-/// The errno values attach reports, as the kernel does.
-pub(crate) mod err {
-    pub(crate) const ENOENT: i32 = 2;
-    pub(crate) const EBADF: i32 = 9;
-    pub(crate) const EPIPE: i32 = 32;
-    pub(crate) const EOPNOTSUPP: i32 = 95;
-    pub(crate) const EALREADY: i32 = 114;
-}
+/// The errno values attach and unattach report, as the kernel does.
+pub(crate) use kcm_core::errno as err;
 
 pub(crate) fn os_err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
