@@ -90,10 +90,11 @@ impl EngineIo {
     }
 
     /// Lets the next arrival on any connection wake the engine (at once if one is pending).
-    fn arm_rx(&self) {
-        let _ = self
-            .epoll
-            .modify(std::os::fd::AsFd::as_fd(&self.rx_epoll), RX_KEY, RX_ARM);
+    /// `false` if the kernel refused (the engine then tries again at its next tick).
+    fn arm_rx(&self) -> bool {
+        self.epoll
+            .modify(std::os::fd::AsFd::as_fd(&self.rx_epoll), RX_KEY, RX_ARM)
+            .is_ok()
     }
 
     pub(crate) fn shutdown(&self) {
@@ -124,10 +125,10 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             return;
         }
         let now = Instant::now();
-        let next = match (io.next_deadline(), deferred.front()) {
-            (Some(a), Some(&(b, _, _))) => Some(a.min(b)),
-            (a, b) => a.or(b.map(|&(d, _, _)| d)),
-        };
+        let next = [io.next_deadline(), deferred.front().map(|&(at, _, _)| at)]
+            .into_iter()
+            .flatten()
+            .min();
         let mut timeout = next.map(|d| d.saturating_duration_since(now));
         if let Some(shared) = weak.upgrade() {
             if shared.has_reaps() {
@@ -139,6 +140,10 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             {
                 timeout = Some(timeout.map_or(SWEEP_TICK, |t| t.min(SWEEP_TICK)));
             }
+        }
+        if rx_disarmed {
+            // Arrivals cannot wake us until `rx_epoll` is armed again: come back to do it.
+            timeout = Some(timeout.map_or(READ_DEFER, |t| t.min(READ_DEFER)));
         }
         if io.epoll.wait(&mut evs, timeout).is_err() {
             // Only EBADF/EINVAL are possible here, i.e. the mux is gone.
@@ -203,8 +208,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         // busy threads' ready lists too): the engine wakes once per READ_DEFER at most, not
         // once per arrival.
         if (arrivals || rx_disarmed) && deferred.is_empty() {
-            io.arm_rx();
-            rx_disarmed = false;
+            rx_disarmed = !io.arm_rx();
         } else if arrivals {
             rx_disarmed = true;
         }
