@@ -375,8 +375,11 @@ impl Endpoint {
     /// ep.attach(&server, kcm::presets::by_name("thrift").unwrap())?;
     /// client.write_all(b"\0\0\0\x01a\0\0\0\x01b")?;
     /// let first = ep.recv()?;
+    /// // Both arrived together: the second is parsed and queued by now, or very soon.
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     /// while ep.queued() != (1, 5) {
-    ///     std::thread::yield_now(); // the second message is being parsed
+    ///     assert!(std::time::Instant::now() < deadline, "the second message never queued");
+    ///     std::thread::yield_now();
     /// }
     /// # let _ = first;
     /// # Ok(()) }
