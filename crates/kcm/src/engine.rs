@@ -212,6 +212,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         } else if arrivals {
             rx_disarmed = true;
         }
+        shared
+            .rx_deferred
+            .store(!deferred.is_empty() || rx_disarmed, Ordering::Relaxed);
         for key in io.expired(Instant::now()) {
             if let Some(conn) = shared.conn_by_key(key) {
                 shared.check_timeout(&conn);

@@ -41,6 +41,9 @@ pub(crate) struct EpIo {
     /// The endpoint's thread took messages and has not come back for more yet (see
     /// [`Shared::busy_eps`]).
     pub(crate) busy: AtomicBool,
+    /// When this endpoint's thread last looked for arrivals left to it (nanoseconds since
+    /// [`Shared::epoch`]; see [`Shared::rx_deferred`]).
+    pub(crate) last_poll: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct State {
@@ -67,6 +70,14 @@ pub(crate) struct Shared {
     pub(crate) busy_eps: std::sync::atomic::AtomicUsize,
     /// Endpoints whose thread is (about to be) blocked waiting for messages.
     pub(crate) sleeping_eps: std::sync::atomic::AtomicUsize,
+    /// The engine left arrivals to busy endpoint threads and is not woken by new ones until
+    /// it reads them itself (`engine::READ_DEFER`). Meanwhile a busy thread coming back for
+    /// its next message looks at its own epoll now and then (`ARRIVALS_POLL`), so that a
+    /// quiet connection's message is not left unread while the busy ones keep every thread
+    /// supplied.
+    pub(crate) rx_deferred: AtomicBool,
+    /// The time origin of [`EpIo::last_poll`].
+    pub(crate) epoch: Instant,
 }
 
 /// Connections registered in endpoint epolls are woken one thread at a time, on each new
@@ -102,6 +113,8 @@ impl Shared {
             sweep_pending: std::sync::atomic::AtomicBool::new(false),
             busy_eps: std::sync::atomic::AtomicUsize::new(0),
             sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
+            rx_deferred: AtomicBool::new(false),
+            epoch: Instant::now(),
         }
     }
 
@@ -128,6 +141,11 @@ impl Shared {
                 self.busy_eps.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Nanoseconds since [`Shared::epoch`].
+    pub(crate) fn since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
@@ -534,6 +552,7 @@ impl Shared {
             sleeping: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             always_wake: AtomicBool::new(false),
+            last_poll: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -216,8 +216,9 @@ impl MuxCore {
     }
 
     /// The kernel's `kcm_rcv_ready`: an endpoint that may take messages first absorbs the hold
-    /// queue, then parked messages of ready connections in FIFO order, and only if it still has
-    /// room joins the tail of the eligible FIFO (§5.2).
+    /// queue, then parked messages of ready connections in FIFO order (a connection it could
+    /// not empty moves to the back), and only if it still has room joins the tail of the
+    /// eligible FIFO (§5.2).
     pub(super) fn rcv_ready(&mut self, ei: u32) {
         let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else {
             return;
@@ -258,6 +259,12 @@ impl MuxCore {
             };
             c.parked = parked;
             if !c.parked.is_empty() {
+                // The endpoint is full. The connection goes to the back of the line, as a
+                // kernel psock does: it parks one message at a time and, once that is taken,
+                // parses the next and queues up again behind the others. A busy connection's
+                // backlog must not keep a quiet one's message waiting.
+                self.ready_conns.pop_front();
+                self.ready_conns.push_back(ci);
                 return;
             }
             c.ready = false;

@@ -169,6 +169,28 @@ fn parked_connections_are_served_in_fifo_order() {
 }
 
 #[test]
+fn a_busy_connections_backlog_takes_turns_with_a_quiet_one() {
+    let (mut mux, e, busy) = setup(1);
+    let quiet = mux.attach();
+    mux.set_rcvbuf(e[0], 4).unwrap();
+    // One message fits; the busy connection parks the rest of its pass, then the quiet one
+    // parks its single message behind it.
+    mux.rx_pass(busy, [m(1, 4), m(2, 4), m(3, 4), m(4, 4)], None);
+    mux.rx_pass(quiet, [m(9, 4)], None);
+    events(&mut mux);
+    // Each time the endpoint empties it takes one message; a connection it could not empty
+    // goes to the back of the line (a kernel psock parks one message at a time and queues up
+    // again for the next), so the quiet message waits for one of the busy ones, not for all.
+    let mut order = Vec::new();
+    while let Some(r) = mux.recv(e[0], usize::MAX, false) {
+        order.push(r.data[0]);
+    }
+    assert_eq!(order, vec![1, 2, 9, 3, 4]);
+    assert!(!mux.is_paused(busy) && !mux.is_paused(quiet));
+    check_invariants(&mux);
+}
+
+#[test]
 fn the_hold_queue_is_drained_before_parked_connections() {
     let (mut mux, e, c) = setup(2);
     mux.set_recv_disable(e[1], true).unwrap();

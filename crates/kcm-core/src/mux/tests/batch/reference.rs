@@ -92,6 +92,8 @@ pub(super) fn rcv_ready_one_by_one(mux: &mut MuxCore, ei: u32) {
             break;
         };
         if !c.parked.is_empty() {
+            mux.ready_conns.pop_front();
+            mux.ready_conns.push_back(ci);
             return;
         }
         c.ready = false;
