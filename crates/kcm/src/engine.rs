@@ -10,6 +10,10 @@
 //! is free to take and cost a hand-off between threads. `rx_epoll` is nested in the engine's
 //! main epoll with `EPOLLONESHOT` and armed again only once the deferred reads are settled, so
 //! busy endpoint threads cost the engine one wake-up per `READ_DEFER`, not one per arrival.
+//! Meanwhile `Shared::rx_deferred` is raised, and a busy thread that comes back for its next
+//! message reads what became readable itself (at most every 100 µs): a thread that always has
+//! a message waiting never blocks in its epoll, so without that a quiet connection's message
+//! would wait for the whole window.
 //!
 //! Its other duties: resume a transmit when a socket has write space again (the kernel's
 //! `tx_work`; the main epoll watches every connection for `EPOLLOUT`, edge-triggered, which

@@ -64,9 +64,12 @@
 //!   ready) with `sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL)`; a batch is one `writev`.
 //! - **Progress without the caller**: a message accepted by `send` is written out even if
 //!   the sender never calls again (the engine thread resumes on write space), and messages
-//!   arriving while every worker is busy are read and queued by the engine thread.
+//!   arriving while every worker is busy are read and queued: by a busy thread when it comes
+//!   back for its next message (it looks at its epoll at most every 100 µs), else by the
+//!   engine thread within a millisecond.
 //! - **Backpressure, not buffering**: when no endpoint can take a message, the connection
 //!   parks it and is not read until one can; TCP flow control stops the peer, as in the kernel.
+//!   Parked connections take turns: one that an endpoint could not empty goes to the back.
 //!
 //! Memory per connection: nothing while idle (the read buffer is released when a read
 //! finds the socket empty and no message is half-assembled); at most one read buffer plus one
