@@ -6,13 +6,14 @@
 //! connection's new bytes wake a thread blocked in an endpoint's `recv` whenever there is one,
 //! and reach the engine only when every endpoint thread is busy. Then, if some endpoint thread
 //! took messages and will be back for more, the bytes are left to it (they are on its epoll's
-//! ready list too) for up to [`READ_DEFER`]: reading them here would only queue messages nobody
-//! is free to take and cost a hand-off between threads. `rx_epoll` is nested in the engine's
-//! main epoll with `EPOLLONESHOT` and armed again only once the deferred reads are settled, so
-//! busy endpoint threads cost the engine one wake-up per `READ_DEFER`, not one per arrival.
-//! Meanwhile `Shared::rx_deferred` is raised, and a busy thread that comes back for its next
-//! message reads what became readable itself (at most every 100 µs): a thread that always has
-//! a message waiting never blocks in its epoll, so without that a quiet connection's message
+//! ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (1 ms by
+//! default): reading them here would only queue messages nobody is free to take and cost a
+//! hand-off between threads. `rx_epoll` is nested in the engine's main epoll with
+//! `EPOLLONESHOT` and armed again only once the deferred reads are settled, so busy endpoint
+//! threads cost the engine one wake-up per window, not one per arrival. Meanwhile
+//! `Shared::rx_deferred` is raised, and a busy thread that comes back for its next message
+//! reads what became readable itself (at most every 100 µs): a thread that always has a
+//! message waiting never blocks in its epoll, so without that a quiet connection's message
 //! would wait for the whole window.
 //!
 //! Its other duties: resume a transmit when a socket has write space again (the kernel's
@@ -117,6 +118,9 @@ pub(crate) fn spawn(io: Arc<EngineIo>, shared: Weak<Shared>) -> io::Result<()> {
 }
 
 fn run(io: &EngineIo, weak: &Weak<Shared>) {
+    let Some(read_defer) = weak.upgrade().map(|s| s.opts.busy_read_defer) else {
+        return;
+    };
     let mut evs = Vec::new();
     let mut last_sweep = Instant::now();
     // Reads left to busy endpoint threads: (when to read anyway, connection, its read count).
@@ -147,7 +151,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
         if rx_disarmed {
             // Arrivals cannot wake us until `rx_epoll` is armed again: come back to do it.
-            timeout = Some(timeout.map_or(READ_DEFER, |t| t.min(READ_DEFER)));
+            timeout = Some(timeout.map_or(read_defer, |t| t.min(read_defer)));
         }
         if io.epoll.wait(&mut evs, timeout).is_err() {
             // Only EBADF/EINVAL are possible here, i.e. the mux is gone.
@@ -188,9 +192,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
                     // Every endpoint thread is busy (else one would have been woken instead),
                     // and at least one will be back for more soon: the bytes are already on
                     // its epoll's ready list and it will read them itself, with no hand-off.
-                    // If nobody has read the connection within READ_DEFER, we do.
+                    // If nobody has read the connection within `busy_read_defer`, we do.
                     let reads = conn.reads.load(Ordering::Relaxed);
-                    deferred.push_back((Instant::now() + READ_DEFER, key, reads));
+                    deferred.push_back((Instant::now() + read_defer, key, reads));
                 } else {
                     shared.drive_rx(&conn, None, &mut events);
                 }
@@ -209,7 +213,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             }
         }
         // While reads are deferred, further arrivals wait for the deadline (they are on the
-        // busy threads' ready lists too): the engine wakes once per READ_DEFER at most, not
+        // busy threads' ready lists too): the engine wakes once per `busy_read_defer` at most, not
         // once per arrival.
         if (arrivals || rx_disarmed) && deferred.is_empty() {
             rx_disarmed = !io.arm_rx();
@@ -237,12 +241,6 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
 const RX_KEY: u64 = u64::MAX - 1;
 /// `rx_epoll` wakes the engine once, then waits to be armed again.
 const RX_ARM: EventFlags = EventFlags::IN.union(EventFlags::ONESHOT);
-
-/// How long the engine leaves a readable connection to a busy endpoint thread before reading it
-/// itself. Reading it at once would only park the messages (nobody is free to take them) and
-/// cost a hand-off later; the bound keeps the kernel's rule that messages are parsed and queued
-/// while nobody receives, a moment later.
-const READ_DEFER: Duration = Duration::from_millis(1);
 
 /// How often idle connections give their read buffers back.
 const SWEEP_TICK: Duration = Duration::from_millis(200);

@@ -24,6 +24,13 @@ pub struct MuxOptions {
     /// own endpoint when it is receive-eligible (no hand-off to another thread). Default `true`;
     /// `false` steers strictly by the eligible FIFO, as the kernel.
     pub prefer_local: bool,
+    /// While every endpoint thread is busy with messages it took, how long new bytes on a
+    /// connection are left to those threads before the engine thread reads them itself. A
+    /// busy thread reads them when it comes back for its next message (it looks at most every
+    /// 100 µs), with no hand-off; the engine's read is the backstop for threads that stay away
+    /// longer. Shorter: such threads delay new messages less; longer: fewer engine wake-ups.
+    /// Default 1 ms (the engine's wait has millisecond resolution: shorter values act as 1 ms).
+    pub busy_read_defer: Duration,
 }
 
 impl Default for MuxOptions {
@@ -32,6 +39,7 @@ impl Default for MuxOptions {
             drop_failed: false,
             read_size: 64 * 1024,
             prefer_local: true,
+            busy_read_defer: Duration::from_millis(1),
         }
     }
 }
@@ -52,6 +60,20 @@ impl MuxOptions {
     /// Sets [`MuxOptions::prefer_local`].
     pub fn prefer_local(mut self, on: bool) -> Self {
         self.prefer_local = on;
+        self
+    }
+
+    /// Sets [`MuxOptions::busy_read_defer`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kcm::{Endpoint, Kind, MuxOptions};
+    /// let opts = MuxOptions::default().busy_read_defer(Duration::from_millis(5));
+    /// let ep = Endpoint::with_options(Kind::Datagram, opts)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn busy_read_defer(mut self, wait: Duration) -> Self {
+        self.busy_read_defer = wait;
         self
     }
 }

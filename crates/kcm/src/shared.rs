@@ -66,15 +66,15 @@ pub(crate) struct Shared {
     pub(crate) sweep_pending: std::sync::atomic::AtomicBool,
     /// Endpoints whose thread is busy with messages it took. While there is one, the engine
     /// leaves new bytes to it for a moment instead of reading them itself (see
-    /// `engine::READ_DEFER`).
+    /// `MuxOptions::busy_read_defer`).
     pub(crate) busy_eps: std::sync::atomic::AtomicUsize,
     /// Endpoints whose thread is (about to be) blocked waiting for messages.
     pub(crate) sleeping_eps: std::sync::atomic::AtomicUsize,
     /// The engine left arrivals to busy endpoint threads and is not woken by new ones until
-    /// it reads them itself (`engine::READ_DEFER`). Meanwhile a busy thread coming back for
-    /// its next message looks at its own epoll now and then (`ARRIVALS_POLL`), so that a
-    /// quiet connection's message is not left unread while the busy ones keep every thread
-    /// supplied.
+    /// it reads them itself (`MuxOptions::busy_read_defer`). Meanwhile a busy thread coming
+    /// back for its next message looks at its own epoll now and then (`ARRIVALS_POLL`), so
+    /// that a quiet connection's message is not left unread while the busy ones keep every
+    /// thread supplied.
     pub(crate) rx_deferred: AtomicBool,
     /// The time origin of [`EpIo::last_poll`].
     pub(crate) epoch: Instant,

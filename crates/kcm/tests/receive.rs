@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use kcm::{AttachOptions, ConnectionEventKind, ConnectionId, Endpoint, Kind, Parse, Parser};
+use kcm::{
+    AttachOptions, ConnectionEventKind, ConnectionId, Endpoint, Kind, MuxOptions, Parse, Parser,
+};
 use kcm_core::LengthField;
 
 /// Checks that the failed connection `bad` stopped receiving and nothing else changed: a
@@ -626,4 +628,53 @@ fn an_absent_endpoint_does_not_keep_its_share_of_the_connections_unread() {
     for per_conn in &got {
         assert!(per_conn.windows(2).all(|w| w[0] < w[1]), "{per_conn:?}");
     }
+}
+
+/// A thread that always has a message waiting never blocks in its epoll, so it is not woken for
+/// a quiet connection's bytes. It still reads them when it comes back for its next message
+/// (while the engine leaves them to it), and the quiet connection's message then takes its
+/// turn among the parked ones instead of waiting behind the busy connection's whole backlog.
+/// Here the engine would leave them for a minute, so only the receiving thread can read them.
+#[test]
+fn a_busy_thread_reads_a_quiet_connection_without_draining_the_busy_one_first() {
+    let opts = MuxOptions::default().busy_read_defer(Duration::from_secs(60));
+    let ep = guard(Endpoint::with_options(Kind::Datagram, opts).expect("new endpoint"));
+    ep.set_recv_buffer_size(1).expect("SO_RCVBUF");
+    let (busy_client, busy_server) = tcp_pair();
+    let (mut quiet_client, quiet_server) = tcp_pair();
+    let busy = ep.attach(&busy_server, thrift()).expect("attach");
+    let quiet = ep.attach(&quiet_server, thrift()).expect("attach");
+    // A backlog far longer than the test needs: the writer blocks on flow control and
+    // fails once the test is over and the connection closes.
+    let writer = std::thread::spawn(move || {
+        let burst: Vec<u8> = (0..1000u32).flat_map(|i| frame(&i.to_be_bytes())).collect();
+        for _ in 0..20 {
+            if (&busy_client).write_all(&burst).is_err() {
+                return;
+            }
+        }
+    });
+    let mut from_busy = 0;
+    let mut before_quiet = None;
+    while before_quiet.is_none() {
+        let m = ep.recv().expect("a message");
+        if m.conn == busy {
+            from_busy += 1;
+            if from_busy == 10 {
+                quiet_client.write_all(&frame(b"quiet")).expect("write");
+            }
+        } else {
+            assert_eq!((m.conn, &m.data[4..]), (quiet, &b"quiet"[..]));
+            before_quiet = Some(from_busy);
+        }
+        // The "work" on each message: the thread is away from its epoll.
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let waited = before_quiet.unwrap() - 10;
+    assert!(
+        waited < 100,
+        "the quiet message waited for {waited} of the busy connection's 20,000"
+    );
+    drop((ep, busy_server, quiet_server));
+    writer.join().expect("writer");
 }

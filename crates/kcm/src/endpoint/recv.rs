@@ -89,10 +89,12 @@ impl Endpoint {
 
     /// While the engine leaves arrivals to busy endpoint threads ([`Shared::rx_deferred`]), a
     /// thread that takes messages reads the connections that became readable since it last
-    /// looked (here or in a blocking wait), at most once per [`ARRIVALS_POLL`]: their messages join the queues (or wait on
-    /// their connection, in arrival order) now, not when every busy thread has run dry or the
-    /// engine's deadline passes. (Without it, under W2's skew a quiet connection's request
-    /// waited ≈ 1 ms to be read while the busy connection kept both workers supplied.)
+    /// looked (here or in a blocking wait), at most once per [`ARRIVALS_POLL`]: their messages
+    /// join the queues (or wait their turn on their connection) now, not when every busy
+    /// thread has run dry or the engine's deadline passes. (Without it, under W2's skew a
+    /// quiet connection's request waited ≈ 1 ms to be read while the busy connection kept
+    /// both workers supplied; tests/receive.rs,
+    /// a_busy_thread_reads_a_quiet_connection_without_draining_the_busy_one_first.)
     fn poll_arrivals(&self) {
         if !self.shared.rx_deferred.load(Ordering::Relaxed) {
             return;

@@ -56,21 +56,18 @@ impl Epoll {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         out.clear();
-        let mut evs: Vec<epoll::Event> = Vec::with_capacity(64);
+        // On the stack: this runs once per wait of every receiving thread, and a heap buffer
+        // cost an allocation and a free each time.
+        let mut evs = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 64];
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos().into(),
         });
-        match epoll::wait(
-            &self.0,
-            rustix::buffer::spare_capacity(&mut evs),
-            ts.as_ref(),
-        ) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => return Ok(()),
+        match epoll::wait(&self.0, &mut evs, ts.as_ref()) {
+            Ok((ready, _)) => out.extend(ready.iter().map(|e| (e.data.u64(), e.flags))),
+            Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(errno(e)),
         }
-        out.extend(evs.iter().map(|e| (e.data.u64(), e.flags)));
         Ok(())
     }
 }
