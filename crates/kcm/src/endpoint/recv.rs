@@ -120,7 +120,9 @@ impl Endpoint {
                 // This thread is awake and checks its queue on its next call anyway.
                 self.io.waker.reset();
             } else if let Some(conn) = self.shared.conn_by_key(key) {
-                self.shared.drive_rx(&conn, None, &mut events);
+                // Every endpoint thread is busy (else the bytes would have woken one): this
+                // one, back already, may keep what it reads, as in a blocking wait.
+                self.shared.drive_rx(&conn, Some(self.id), &mut events);
             }
         }
         self.shared.dispatch(events, Some(self.id));
