@@ -38,6 +38,13 @@ impl Endpoint {
     /// with `ENOTCONN` if the connection is not attached and `EPIPE` if it can no longer
     /// transmit; a message queued for a connection that fails later is dropped and counted
     /// (`tx_addr_drops`).
+    ///
+    /// Known limitation: an endpoint's send queue is one FIFO, as a kernel KCM socket's is. A
+    /// peer that stops reading fills its socket, the endpoint's queue then waits behind the
+    /// message it is writing there, and once the send buffer is full this endpoint's sends to
+    /// every connection block (or fail with `WouldBlock`). Until per-connection send queues
+    /// exist, give slow peers a deadline (`set_write_timeout`, non-blocking sends) and
+    /// unattach the ones that stop reading.
     pub fn send_to(&self, conn: ConnectionId, msg: Bytes) -> io::Result<usize> {
         self.send_inner(
             msg,
