@@ -43,8 +43,8 @@ impl Endpoint {
     /// peer that stops reading fills its socket, the endpoint's queue then waits behind the
     /// message it is writing there, and once the send buffer is full this endpoint's sends to
     /// every connection block (or fail with `WouldBlock`). Until per-connection send queues
-    /// exist, give slow peers a deadline (`set_write_timeout`, non-blocking sends) and
-    /// unattach the ones that stop reading.
+    /// exist, put a deadline on sends ([`Endpoint::set_write_timeout`]) and unattach peers
+    /// that stop reading.
     pub fn send_to(&self, conn: ConnectionId, msg: Bytes) -> io::Result<usize> {
         self.send_inner(
             msg,
