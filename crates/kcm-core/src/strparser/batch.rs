@@ -131,6 +131,9 @@ impl StrParser {
         let chunk = self.buf.split_to(end).freeze();
         self.start += end as u64;
         self.stats.msgs += run.n as u64;
+        // One allocation for the run, not a doubling per push (the caller's vector starts
+        // empty for each read pass).
+        out.reserve(run.n);
         let mut off = 0;
         for &len in lens {
             // Sliced whole, then stripped, as `next_message` does: a message stripped to
