@@ -127,6 +127,10 @@ pub struct BenchArgs {
     /// Load-generator threads (W2 always uses one, to keep its skew exact).
     #[arg(long, value_name = "T", default_value_t = 1)]
     pub lg_threads: usize,
+    /// W2: the share of requests on its hot connection (`bench.md`: 0.9; 0.125 spreads them
+    /// evenly over the 8 connections, the best case for `thread`).
+    #[arg(long, value_name = "F", default_value_t = 0.9)]
+    pub hot_share: f64,
     /// Framed messages in W5's parser buffer.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub parser_messages: usize,
@@ -157,6 +161,7 @@ impl Default for BenchArgs {
             workers: 2,
             reps: None,
             lg_threads: 1,
+            hot_share: 0.9,
             parser_messages: 1_000_000,
             bpf_object: None,
             json: None,
@@ -190,6 +195,14 @@ pub enum ArgsError {
         /// Largest allowed.
         max: usize,
     },
+    /// A share that is not between 0 and 1.
+    #[error("--{flag} must be between 0 and 1, not {value}")]
+    Share {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: f64,
+    },
     /// No workload or no system selected.
     #[error("nothing to run: no {0} selected")]
     Empty(&'static str),
@@ -216,6 +229,8 @@ pub struct Plan {
     pub reps: usize,
     /// Load-generator threads.
     pub lg_threads: usize,
+    /// W2's hot-connection share.
+    pub hot_share: f64,
     /// W5 buffer size in messages.
     pub parser_messages: usize,
     /// W5's BPF parser object.
@@ -234,6 +249,14 @@ fn secs(
         return Err(ArgsError::Duration { flag, value: v });
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+fn share(flag: &'static str, v: f64) -> Result<f64, ArgsError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ArgsError::Share { flag, value: v })
+    }
 }
 
 fn range(flag: &'static str, value: usize, min: usize, max: usize) -> Result<usize, ArgsError> {
@@ -276,6 +299,7 @@ impl BenchArgs {
             workers: range("workers", self.workers, 1, 256)?,
             reps: range("reps", self.reps.unwrap_or(if q { 1 } else { 3 }), 1, 100)?,
             lg_threads: range("lg-threads", self.lg_threads, 1, 64)?,
+            hot_share: share("hot-share", self.hot_share)?,
             parser_messages: range("parser-messages", self.parser_messages, 1, 100_000_000)?,
             bpf_object: self
                 .bpf_object
@@ -344,6 +368,17 @@ mod tests {
             ..BenchArgs::default()
         };
         assert_eq!(bad.plan(), Err(ArgsError::Empty("workload")));
+        let bad = BenchArgs {
+            hot_share: 1.5,
+            ..BenchArgs::default()
+        };
+        assert!(matches!(
+            bad.plan(),
+            Err(ArgsError::Share {
+                flag: "hot-share",
+                ..
+            })
+        ));
     }
 
     #[test]

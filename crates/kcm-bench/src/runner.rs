@@ -29,8 +29,6 @@ pub struct Shape {
     pub work_mean_ns: f64,
 }
 
-/// W2's skew: one connection carries this share of requests (`bench.md`).
-pub const W2_HOT_SHARE: f64 = 0.9;
 /// W2's connections.
 pub const W2_CONNS: usize = 8;
 /// W2's mean CPU work per request, ns.
@@ -57,7 +55,7 @@ pub fn shape(w: Workload, plan: &Plan) -> Option<Shape> {
             op: Op::Echo,
             req_size: 64,
             conns: W2_CONNS,
-            window: Some((4 * W2_CONNS, W2_HOT_SHARE)),
+            window: Some((4 * W2_CONNS, plan.hot_share)),
             work_mean_ns: W2_WORK_NS,
             ..base
         },
@@ -80,7 +78,8 @@ pub fn describe(w: Workload, plan: &Plan) -> String {
     match w {
         Workload::W1 => format!("5,000 B -> 16 B ack, {} connections x 1 in flight", plan.connections),
         Workload::W2 => format!(
-            "64 B -> 64 B, exp. CPU work mean 20 us, {W2_CONNS} connections (one carries 90 %), {} in flight",
+            "64 B -> 64 B, exp. CPU work mean 20 us, {W2_CONNS} connections (one carries {} %), {} in flight",
+            (plan.hot_share * 1000.0).round() / 10.0,
             4 * W2_CONNS
         ),
         Workload::W3 => format!(
