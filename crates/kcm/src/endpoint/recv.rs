@@ -116,10 +116,10 @@ impl Endpoint {
         }
         let mut events = Vec::new();
         for &(key, _) in &ready {
-            if key == crate::conn::WAKER_KEY {
-                // This thread is awake and checks its queue on its next call anyway.
-                self.io.waker.reset();
-            } else if let Some(conn) = self.shared.conn_by_key(key) {
+            // The waker (level-triggered) is left as it is: the next blocking wait sees it and
+            // looks at the queue, and a caller polling the internal epoll as the endpoint's
+            // descriptor (the fallback of `as_fd`) still finds it readable.
+            if let Some(conn) = self.shared.conn_by_key(key) {
                 // Every endpoint thread is busy (else the bytes would have woken one): this
                 // one, back already, may keep what it reads, as in a blocking wait.
                 self.shared.drive_rx(&conn, Some(self.id), &mut events);
