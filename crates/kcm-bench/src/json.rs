@@ -121,6 +121,7 @@ pub fn suite_json(s: &Suite) -> Value {
             "duration_s": p.duration.as_secs_f64(),
             "warmup_s": p.warmup.as_secs_f64(),
             "lg_threads": p.lg_threads,
+            "hot_share": p.hot_share,
             "parser_messages": p.parser_messages,
         },
         "skipped": skipped,
