@@ -85,7 +85,10 @@
 //! 3. Statistics are correct where the kernel's `/proc` output has quirks (TX-Retries,
 //!    RX-Aborts, swapped unattach columns); the renderers reproduce the layout, not the bugs.
 //! 4. Addressed mode ([`Message::conn`], [`Endpoint::send_to`]) is an extension; connected
-//!    mode ([`Endpoint::send`]) is the default and matches the kernel.
+//!    mode ([`Endpoint::send`]) is the default and matches the kernel. Addressed messages for
+//!    a connection whose socket is full step aside into that connection's backlog, so a peer
+//!    that stops reading does not hold up the endpoint's other replies (a kernel KCM socket's
+//!    single send queue would).
 //! 5. Errors the kernel posts only on the TCP socket's `SO_ERROR` are also recorded as
 //!    [`ConnectionEvent`]s with the connection, stream offset and parser result.
 //! 6. Double attach is detected among the muxes of this process (the kernel checks every

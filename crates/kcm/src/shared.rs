@@ -232,6 +232,7 @@ impl Shared {
                     }
                 }
                 Event::TxReady(ep) => self.pump_tx(ep, &mut events),
+                Event::ConnTxReady(c) => self.pump_conn_tx(c, &mut events),
                 Event::ConnResume(c) => {
                     if let Some(io) = self.conn_io(c) {
                         io.paused.store(false, Ordering::Release);
@@ -303,22 +304,46 @@ impl Shared {
         job: kcm_core::mux::Transmit,
         events: &mut Vec<Event>,
     ) {
-        let io = self.conn_io(job.conn);
-        let result = match &io {
-            None => TxResult::Failed,
-            Some(io) => loop {
-                break match sys::send_vectored(io.fd(), &job.bufs) {
-                    Ok(0) if job.len > 0 => TxResult::Failed,
-                    Ok(n) => TxResult::Written(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => TxResult::WouldBlock,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => TxResult::Failed,
-                };
-            },
-        };
+        let result = self.write_job(&job);
         let mut st = self.lock();
         st.core.handle_transmit(ep, job.conn, result);
         Self::drain(&mut st.core, events);
+    }
+
+    /// Writes one transmit of a connection's backlog, if it has one (`Event::ConnTxReady`).
+    pub(crate) fn pump_conn_tx(&self, conn: ConnectionId, events: &mut Vec<Event>) {
+        let job = {
+            let mut st = self.lock();
+            let job = st.core.poll_conn_transmit(conn);
+            Self::drain(&mut st.core, events);
+            match job {
+                Some(job) => job,
+                None => return,
+            }
+        };
+        let result = self.write_job(&job);
+        let mut st = self.lock();
+        st.core.handle_conn_transmit(conn, result);
+        Self::drain(&mut st.core, events);
+        drop(st);
+        // Senders may be waiting for room in this connection's backlog.
+        self.tx_cv.notify_all();
+    }
+
+    /// One vectored write of a transmit on its connection.
+    fn write_job(&self, job: &kcm_core::mux::Transmit) -> TxResult {
+        let Some(io) = self.conn_io(job.conn) else {
+            return TxResult::Failed;
+        };
+        loop {
+            break match sys::send_vectored(io.fd(), &job.bufs) {
+                Ok(0) if job.len > 0 => TxResult::Failed,
+                Ok(n) => TxResult::Written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => TxResult::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => TxResult::Failed,
+            };
+        }
     }
 
     /// The engine saw write space on a connection.

@@ -413,3 +413,53 @@ fn send_to_a_connection_that_is_not_attached_fails_with_enotconn() {
     assert_eq!(read_frame(&mut peer).unwrap(), m);
     assert_eq!(ep.stats().tx_msgs, 1, "refused sends queue nothing");
 }
+
+/// A peer that stops reading costs only its own connection: the endpoint's replies to other
+/// peers go out while the stuck connection's messages wait in its backlog, and the stuck
+/// peer still gets all of its messages, whole and in order, once it reads again. (Before
+/// backlogs, the endpoint's one FIFO send queue held every later reply behind the full
+/// connection.)
+#[test]
+fn a_peer_that_stops_reading_does_not_hold_up_replies_to_the_others() {
+    let ep = endpoint(Kind::Datagram);
+    ep.set_send_buffer_size(4 << 20).unwrap();
+    let (mut slow, slow_conn) = attach_narrow(&ep);
+    let (mut fast, fast_conn) = attach_pair(&ep);
+    // A megabyte: far more than the slow connection's kernel buffers hold.
+    let stuck: Vec<Vec<u8>> = (0..64u8).map(|i| msg(20, i, 16 * 1024)).collect();
+    for m in &stuck {
+        ep.send_to(slow_conn, b(m)).unwrap();
+    }
+    wait_for("the slow connection to fill up", || {
+        ep.connection_stats(slow_conn).unwrap().tx.tx_bytes > 0
+    });
+    for i in 0..20u8 {
+        let m = msg(21, i, 100);
+        ep.send_to(fast_conn, b(&m)).unwrap();
+        assert_eq!(
+            read_frame(&mut fast).unwrap(),
+            m,
+            "reply {i} to the fast peer"
+        );
+    }
+    // New sends to the stuck connection wait for room in its backlog (non-blocking: refused),
+    // and only those.
+    ep.set_nonblocking(true);
+    let refused = ep.send_to(slow_conn, b(&msg(20, 99, 100)));
+    assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    let m = msg(21, 20, 100);
+    ep.send_to(fast_conn, b(&m)).unwrap();
+    assert_eq!(read_frame(&mut fast).unwrap(), m);
+    ep.set_nonblocking(false);
+    // Everything arrives, whole and in order, once the slow peer reads.
+    for m in &stuck {
+        assert_eq!(&read_frame(&mut slow).unwrap(), m);
+    }
+    let late = msg(20, 64, 100);
+    ep.send_to(slow_conn, b(&late)).unwrap();
+    assert_eq!(read_frame(&mut slow).unwrap(), late);
+    assert_silent(&mut slow, Duration::from_millis(20));
+    assert_eq!(tx_of(&ep, slow_conn).tx.tx_msgs, 65);
+    assert_eq!(tx_of(&ep, fast_conn).tx.tx_msgs, 21);
+    assert_eq!(ep.mux_stats().tx_addr_drops, 0);
+}

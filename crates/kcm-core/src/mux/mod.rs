@@ -100,6 +100,9 @@ pub enum Event {
     TxReady(EndpointId),
     /// The connection's parked messages were all taken: resume reading it.
     ConnResume(ConnectionId),
+    /// The connection's backlog (addressed messages that moved off their endpoints' queues
+    /// while it was full) has bytes to write: call [`MuxCore::poll_conn_transmit`] for it.
+    ConnTxReady(ConnectionId),
     /// Post this errno on the connection (KCM posts EPIPE on transmit aborts, §3.6).
     ConnError(ConnectionId, i32),
     /// An unattached connection is no longer used by the core: the runtime may now release
@@ -177,6 +180,9 @@ pub(crate) struct Conn {
     /// Unattached while reserved: freed when the reserving endpoint lets go (§3.2 step 5).
     pub(crate) done: bool,
     pub(crate) stats: ConnStats,
+    /// Addressed messages waiting for this connection's write space; while there is one, it
+    /// holds the connection as a reservation would (tx/backlog.rs).
+    pub(crate) backlog: Option<tx::Backlog>,
 }
 
 /// The multiplexor state machine. See the [module docs](self).
@@ -346,6 +352,7 @@ impl MuxCore {
             addr_waiters: VecDeque::new(),
             done: false,
             stats: ConnStats::default(),
+            backlog: None,
         });
         self.stats.psock_attach += 1;
         self.release_conn(i as u32);
@@ -353,10 +360,11 @@ impl MuxCore {
     }
 
     /// Unattaches a connection (`SIOCKCMUNATTACH`, §3.2). Parked messages are dropped
-    /// (`rx_ready_drops`); a transmit reservation is aborted and its owner retries elsewhere.
-    /// `parser` is the connection's final stream-parser statistics, folded into the mux
-    /// aggregates when the connection is released. Returns whether the connection was reserved
-    /// for transmit. Either way the runtime keeps the socket until [`Event::ConnReleased`]
+    /// (`rx_ready_drops`); a transmit reservation is aborted and its owner retries elsewhere;
+    /// a backlog's messages are dropped (`tx_addr_drops`). `parser` is the connection's final
+    /// stream-parser statistics, folded into the mux aggregates when the connection is
+    /// released. Returns whether the connection was held for transmit (reserved, or by its
+    /// backlog). Either way the runtime keeps the socket until [`Event::ConnReleased`]
     /// (already queued when nobody held it, or when the holder was not writing on it); until
     /// then a second unattach fails with [`MuxError::AlreadyUnattaching`] and receive passes
     /// on it deliver nothing.
@@ -376,10 +384,18 @@ impl MuxCore {
         c.parked.clear();
         c.ready = false;
         let reserved = c.tx_reserved_by;
+        let backlog = c.backlog.is_some();
         self.stats.rx_ready_drops += dropped;
         self.ready_conns.retain(|&x| x != ci);
         self.tx_avail.retain(|&x| x != ci);
         self.stats.psock_unattach += 1;
+        if backlog {
+            // Held by its backlog: the messages are dropped (and the connection released)
+            // now, or when a write of them under way is reported.
+            self.stats.psock_unattach_rsvd += 1;
+            self.abort_conn_tx(ci);
+            return Ok(true);
+        }
         match reserved {
             Some(owner) => {
                 self.stats.psock_unattach_rsvd += 1;

@@ -13,6 +13,7 @@ use super::*;
 use crate::errno;
 
 mod attach;
+mod backlog;
 mod batch;
 mod batch_send;
 mod endpoints;
@@ -207,7 +208,38 @@ fn check_rx(mux: &MuxCore) {
 }
 
 #[track_caller]
+fn check_backlogs(mux: &MuxCore) {
+    for c in mux.conns.iter().flatten() {
+        let Some(b) = &c.backlog else { continue };
+        let id = c.id;
+        assert!(!b.queue.is_empty(), "{id}: empty backlog kept");
+        assert_eq!(c.tx_reserved_by, None, "{id}: backlog and a reservation");
+        assert!(
+            !c.tx_avail && !mux.tx_avail.contains(&id.index),
+            "{id}: backlog on an available connection"
+        );
+        let sum: usize = b.queue.iter().map(|m: &TxMsg| m.len).sum();
+        assert_eq!(b.bytes, sum, "{id}: backlog bytes");
+        for (k, m) in b.queue.iter().enumerate() {
+            assert_eq!(
+                m.target,
+                Some(id),
+                "{id}: backlog entry {k} addressed elsewhere"
+            );
+            assert!(m.sent < m.len, "{id}: backlog entry {k} fully sent");
+            assert!(k == 0 || m.sent == 0, "{id}: backlog entry {k} half sent");
+        }
+        if c.tx_stopped || c.done {
+            assert!(
+                b.writing.is_some(),
+                "{id}: backlog kept on a dead connection"
+            );
+        }
+    }
+}
+
 fn check_tx(mux: &MuxCore) {
+    check_backlogs(mux);
     let mut avail = std::collections::HashSet::new();
     for &ci in &mux.tx_avail {
         assert!(
@@ -308,6 +340,12 @@ fn check_tx(mux: &MuxCore) {
         }
         if t.waiting {
             let head = t.queue.front().expect("a waiting endpoint has messages");
+            if let Some(c) = head.target {
+                assert!(
+                    !mux.has_backlog(c),
+                    "endpoint {i} waits for {c}, which has a backlog to join"
+                );
+            }
             match head.target {
                 None => assert!(
                     waiting.contains(&i),
@@ -356,7 +394,7 @@ fn check_tx(mux: &MuxCore) {
                 "connection {ci} available but unusable"
             );
         }
-        if live && c.tx_reserved_by.is_none() {
+        if live && c.tx_reserved_by.is_none() && c.backlog.is_none() {
             assert!(
                 c.tx_avail,
                 "connection {ci} usable, free, yet not available: lost"
@@ -364,7 +402,7 @@ fn check_tx(mux: &MuxCore) {
         }
         if c.done {
             assert!(
-                c.tx_reserved_by.is_some(),
+                c.tx_reserved_by.is_some() || c.backlog.is_some(),
                 "unattached connection {ci} not freed"
             );
         }

@@ -6,8 +6,11 @@
 //! writes what [`MuxCore::poll_transmit`] hands out (one vectored write per batch) and reports
 //! back with [`MuxCore::handle_transmit`]: bytes written advance the queue, "would block" waits
 //! for [`MuxCore::write_space`], a hard failure retires the connection for transmit and retries
-//! the message from byte 0 elsewhere.
+//! the message from byte 0 elsewhere. Addressed messages for a connection found full step aside
+//! into that connection's backlog when other destinations wait behind them (`backlog.rs`,
+//! [`MuxCore::poll_conn_transmit`]).
 
+mod backlog;
 mod batch;
 mod queue;
 
@@ -15,6 +18,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::{ConnectionId, EndpointId, Event, Kind, MuxCore};
 use crate::errno;
+pub(crate) use backlog::Backlog;
+use backlog::BACKLOG_MAX;
 pub use batch::{MsgData, Refused};
 #[cfg(test)]
 pub(crate) use queue::TxMsg;
@@ -116,6 +121,53 @@ fn join_small_run(bufs: &mut Vec<Bytes>, start: usize) {
     bufs.push(joined.freeze());
 }
 
+/// Marks endpoint `ei` as waiting for its reserved connection's write space.
+fn e_space_wait(mux: &mut MuxCore, ei: u32) {
+    if let Some(e) = mux.eps.get_mut(ei as usize).and_then(Option::as_mut) {
+        e.tx.space_wait = true;
+    }
+}
+
+/// The slices of the next transmit on `conn` from the front of a queue: the entries that may
+/// go there, within one vectored write's limits, from where the first one stopped.
+fn gather<'a>(
+    queue: impl Iterator<Item = &'a mut queue::TxMsg>,
+    conn: ConnectionId,
+) -> (Vec<Bytes>, usize) {
+    let mut bufs = Vec::new();
+    // Where the current run of small slices starts in `bufs`.
+    let mut run = 0;
+    let mut len = 0;
+    'msgs: for m in queue.take(MAX_TX_MSGS) {
+        if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
+            break;
+        }
+        let mut skip = m.sent;
+        for b in m.slices() {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            if bufs.len() == MAX_TX_SLICES {
+                // The rest (possibly of this very message) goes in the next transmit.
+                break 'msgs;
+            }
+            let part = b.slice(skip..);
+            len += part.len();
+            if part.len() > COALESCE_MAX {
+                join_small_run(&mut bufs, run);
+                bufs.push(part);
+                run = bufs.len();
+            } else {
+                bufs.push(part);
+            }
+            skip = 0;
+        }
+    }
+    join_small_run(&mut bufs, run);
+    (bufs, len)
+}
+
 impl MuxCore {
     /// Sends (part of) a message on an endpoint (§2.2). Returns the bytes accepted — all of
     /// `data`, or an error with nothing accepted. `target` addresses a connection (an
@@ -132,6 +184,8 @@ impl MuxCore {
         target: Option<ConnectionId>,
     ) -> Result<usize, SendError> {
         let kind = self.kind;
+        // Refused for its connection's full backlog, not for this endpoint's send buffer.
+        let mut conn_full = false;
         let check = match self.ep(ep) {
             None => return Err(SendError::NoEndpoint),
             Some(&super::Ep {
@@ -142,10 +196,20 @@ impl MuxCore {
                 Some(None) => Err(SendError::NotConnected),
                 Some(Some(c)) if c.done => Err(SendError::NotConnected),
                 Some(Some(c)) if c.tx_stopped => Err(SendError::ConnectionDead),
+                Some(Some(c)) if c.backlog.as_ref().is_some_and(|b| b.bytes >= BACKLOG_MAX) => {
+                    conn_full = true;
+                    Err(SendError::WouldBlock)
+                }
                 _ if e.tx.queued_bytes >= e.tx.sndbuf => Err(SendError::WouldBlock),
                 _ => Ok(()),
             },
             Some(_) => Ok(()),
+        };
+        let check = match check {
+            // The send buffer is full of messages for a connection that is full too: they
+            // step aside for this one (backlog.rs).
+            Err(SendError::WouldBlock) if !conn_full && self.make_room(ep.0, target) => Ok(()),
+            other => other,
         };
         let e = self.ep_mut(ep).ok_or(SendError::NoEndpoint)?;
         if let Err(err) = check {
@@ -157,7 +221,8 @@ impl MuxCore {
             }
             if err == SendError::WouldBlock {
                 // Flush batched messages before blocking so batching cannot deadlock (§2.2).
-                e.tx.blocked = true;
+                // (A full backlog is waited for on its connection: the endpoint has room.)
+                e.tx.blocked |= !conn_full;
                 e.tx.wait_more = false;
                 self.kick_tx(ep.0);
             }
@@ -239,39 +304,10 @@ impl MuxCore {
             Some(true) => {}
         }
         let e = self.ep_mut(ep)?;
-        let mut bufs = Vec::with_capacity(e.tx.queue.len().min(MAX_TX_MSGS));
-        // Where the current run of small slices starts in `bufs`.
-        let mut run = 0;
-        let mut len = 0;
-        'msgs: for m in e.tx.queue.iter_mut().take(MAX_TX_MSGS) {
-            if !m.compatible(conn) || (len > 0 && len + m.len - m.sent > MAX_TX_BYTES) {
-                break;
-            }
-            let mut skip = m.sent;
-            for b in m.slices() {
-                if skip >= b.len() {
-                    skip -= b.len();
-                    continue;
-                }
-                if bufs.len() == MAX_TX_SLICES {
-                    // The rest (possibly of this very message) goes in the next transmit.
-                    break 'msgs;
-                }
-                let part = b.slice(skip..);
-                len += part.len();
-                if part.len() > COALESCE_MAX {
-                    join_small_run(&mut bufs, run);
-                    bufs.push(part);
-                    run = bufs.len();
-                } else {
-                    bufs.push(part);
-                }
-                skip = 0;
-            }
-        }
-        join_small_run(&mut bufs, run);
+        let (bufs, len) = gather(e.tx.queue.iter_mut(), conn);
         e.tx.writing = Some(len);
         e.tx.space_while_writing = false;
+        e.tx.space_wait = false;
         // Any write flushes batched messages too (the kernel's kcm_write_msgs clears
         // tx_wait_more).
         e.tx.wait_more = false;
@@ -317,13 +353,18 @@ impl MuxCore {
                     self.kick_tx(ei);
                 } else if n >= asked || std::mem::take(&mut e.tx.space_while_writing) {
                     self.events.push_back(Event::TxReady(ep));
+                } else if !self.stall(ei, false) {
+                    // The socket is full; the runtime calls write_space() later. (Had other
+                    // destinations been queued behind, they would not wait: backlog.rs.)
+                    e_space_wait(self, ei);
                 }
-                // Otherwise the socket is full; the runtime calls write_space() later.
             }
             TxResult::WouldBlock => {
                 if let Some(e) = self.ep_mut(ep) {
                     if std::mem::take(&mut e.tx.space_while_writing) {
                         self.events.push_back(Event::TxReady(ep));
+                    } else if !self.stall(ei, false) {
+                        e_space_wait(self, ei);
                     }
                 }
             }
@@ -333,8 +374,10 @@ impl MuxCore {
 
     /// The connection has write space again: its reserving endpoint may continue.
     pub fn write_space(&mut self, conn: ConnectionId) {
+        self.backlog_write_space(conn);
         if let Some(owner) = self.conn(conn).and_then(|c| c.tx_reserved_by) {
             if let Some(e) = self.eps.get_mut(owner as usize).and_then(Option::as_mut) {
+                e.tx.space_wait = false;
                 // A write under way may already have failed to find this space (see
                 // `space_while_writing`); its report then asks for another try.
                 e.tx.space_while_writing |= e.tx.writing.is_some();
@@ -413,8 +456,13 @@ impl MuxCore {
             self.events.push_back(Event::ConnError(c.id, errno::EPIPE));
         }
         c.tx_avail = false;
+        let writing = c.backlog.as_ref().is_some_and(|b| b.writing.is_some());
         self.tx_avail.retain(|&x| x != ci);
         self.abort_waiters(ci);
+        // A backlog being written goes when the write is reported (handle_conn_transmit).
+        if !writing {
+            self.drop_backlog(ci);
+        }
     }
 
     /// Re-schedules the endpoints waiting for this connection specifically; their addressed
@@ -461,6 +509,7 @@ impl MuxCore {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return;
         };
+        e.tx.space_wait = false;
         if let Some(ci) = e.tx.reserved.take() {
             if let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) {
                 c.stats.tx.unreserved += 1;
@@ -509,6 +558,7 @@ impl MuxCore {
             return;
         };
         e.tx.reserved = Some(ci);
+        e.tx.space_wait = false;
         // An endpoint is on a waiter list only while `waiting` is set (`kick_tx` is the only
         // place that adds one), so the common case, a reservation straight from `kick_tx`,
         // skips the scan of every connection's waiter list.
@@ -580,6 +630,12 @@ impl MuxCore {
                     if !usable {
                         // Its connection failed or went away: the message cannot be delivered.
                         self.drop_head(ei);
+                        continue;
+                    }
+                    if self.has_backlog(t) {
+                        // The connection is full and others' messages wait for it there:
+                        // this one joins them and the endpoint goes on (backlog.rs).
+                        self.join_backlog(ei, t);
                         continue;
                     }
                     let avail = self.conn(t).is_some_and(|c| c.tx_avail);

@@ -39,12 +39,12 @@ impl Endpoint {
     /// transmit; a message queued for a connection that fails later is dropped and counted
     /// (`tx_addr_drops`).
     ///
-    /// Known limitation: an endpoint's send queue is one FIFO, as a kernel KCM socket's is. A
-    /// peer that stops reading fills its socket, the endpoint's queue then waits behind the
-    /// message it is writing there, and once the send buffer is full this endpoint's sends to
-    /// every connection block (or fail with `WouldBlock`). Until per-connection send queues
-    /// exist, put a deadline on sends ([`Endpoint::set_write_timeout`]) and unattach peers
-    /// that stop reading.
+    /// A peer that stops reading costs only its own connection: once its socket is full, the
+    /// messages queued for it step aside into that connection's backlog and the endpoint goes
+    /// on with its other destinations (an unaddressed message, as in the kernel, always
+    /// finishes on the connection it started on). New sends to that connection block — or
+    /// fail with `WouldBlock` when non-blocking or past the write timeout — while its backlog
+    /// holds 208 KiB (the default send buffer); sends to other connections do not.
     pub fn send_to(&self, conn: ConnectionId, msg: Bytes) -> io::Result<usize> {
         self.send_inner(
             msg,
@@ -191,7 +191,7 @@ impl Endpoint {
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
                     let mut st = self.shared.lock();
-                    while !st.core.can_send(self.id) && !st.closed {
+                    while !st.core.can_send_to(self.id, target) && !st.closed {
                         let wait = match deadline {
                             None => Duration::from_secs(3600),
                             Some(d) => match d.checked_duration_since(Instant::now()) {

@@ -40,6 +40,11 @@ enum Op {
         ep: usize,
         result: Res,
     },
+    /// Write a connection's backlog (whatever the result, the runtime writes it at once).
+    ConnTransmit {
+        conn: usize,
+        result: Res,
+    },
     WriteSpace(usize),
     RecvDisable(usize, bool),
     SetRcvbuf(usize, usize),
@@ -106,13 +111,54 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(ep, max, peek)| Op::Recv { ep, max, peek }),
         5 => send,
         4 => (0..8usize).prop_map(Op::PollTransmit),
-        4 => (0..8usize, res).prop_map(|(ep, result)| Op::Complete { ep, result }),
+        4 => (0..8usize, res.clone()).prop_map(|(ep, result)| Op::Complete { ep, result }),
+        3 => (0..8usize, res).prop_map(|(conn, result)| Op::ConnTransmit { conn, result }),
         2 => (0..8usize).prop_map(Op::WriteSpace),
         1 => (0..8usize, any::<bool>()).prop_map(|(ep, on)| Op::RecvDisable(ep, on)),
         1 => (0..8usize, prop_oneof![Just(1usize), 8..80usize, Just(DEFAULT_BUF)])
             .prop_map(|(ep, n)| Op::SetRcvbuf(ep, n)),
         1 => (0..8usize, 1..60usize).prop_map(|(ep, n)| Op::SetRcvlowat(ep, n)),
         1 => (0..8usize, prop_oneof![Just(1usize), 16..160usize, Just(DEFAULT_BUF)])
+            .prop_map(|(ep, n)| Op::SetSndbuf(ep, n)),
+    ]
+}
+
+/// Addressed sends from a few endpoints to a few connections whose writes often come back
+/// short or blocked: the operations that move messages into connection backlogs and back out.
+fn backlog_op() -> impl Strategy<Value = Op> {
+    let send = (
+        0..3usize,
+        12..70usize,
+        1..3usize,
+        prop::bool::weighted(0.2),
+        0..4usize,
+    )
+        .prop_map(|(ep, len, chunks, batch, target)| {
+            Op::Send(SendOp {
+                ep,
+                len,
+                chunks,
+                batch,
+                zero_end: false,
+                target: Some(target),
+                err_at: None,
+            })
+        });
+    let res = prop_oneof![
+        2 => Just(Res::All),
+        3 => any::<u8>().prop_map(Res::Part),
+        3 => Just(Res::WouldBlock),
+        1 => Just(Res::Failed),
+    ];
+    prop_oneof![
+        1 => Just(Op::AddEndpoint),
+        1 => (0..4usize).prop_map(Op::Unattach),
+        8 => send,
+        5 => (0..3usize).prop_map(Op::PollTransmit),
+        5 => (0..3usize, res.clone()).prop_map(|(ep, result)| Op::Complete { ep, result }),
+        4 => (0..4usize, res).prop_map(|(conn, result)| Op::ConnTransmit { conn, result }),
+        3 => (0..4usize).prop_map(Op::WriteSpace),
+        1 => (0..3usize, prop_oneof![Just(1usize), 16..160usize, Just(DEFAULT_BUF)])
             .prop_map(|(ep, n)| Op::SetSndbuf(ep, n)),
     ]
 }
@@ -134,6 +180,14 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
     ) {
         run(if seqpacket { Kind::SeqPacket } else { Kind::Datagram }, &ops);
+    }
+
+    #[test]
+    fn addressed_sends_to_full_connections_keep_every_invariant(
+        ops in prop::collection::vec(backlog_op(), 1..100),
+    ) {
+        let setup = [Op::Attach, Op::Attach, Op::Attach, Op::Attach, Op::AddEndpoint, Op::AddEndpoint];
+        run(Kind::Datagram, &[&setup[..], &ops[..]].concat());
     }
 }
 

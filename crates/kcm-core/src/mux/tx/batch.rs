@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::backlog::BACKLOG_MAX;
 use super::{Parts, SendError, SendFlags, COALESCE_MAX};
 use crate::mux::{ConnectionId, EndpointId, MuxCore};
 
@@ -133,6 +134,10 @@ impl MuxCore {
                     None => Some(SendError::NotConnected),
                     Some(c) if c.done => Some(SendError::NotConnected),
                     Some(c) if c.tx_stopped => Some(SendError::ConnectionDead),
+                    // Its backlog is full: only this connection refuses (backlog.rs).
+                    Some(c) if c.backlog.as_ref().is_some_and(|b| b.bytes >= BACKLOG_MAX) => {
+                        Some(SendError::WouldBlock)
+                    }
                     Some(_) => {
                         usable = Some(t);
                         None
@@ -159,16 +164,25 @@ impl MuxCore {
                     }
                 }
             }
-            let error = target_err.or_else(|| {
-                (e.tx.queued_bytes >= e.tx.sndbuf).then(|| {
+            let full = target_err.is_none() && e.tx.queued_bytes >= e.tx.sndbuf;
+            // A full buffer may be full of messages for a connection that is full too: they
+            // step aside for this one (backlog.rs).
+            let error = if full && !self.make_room(ep.0, target) {
+                if let Some(e) = self.ep_mut(ep) {
                     e.tx.blocked = true;
-                    SendError::WouldBlock
-                })
-            });
+                }
+                Some(SendError::WouldBlock)
+            } else {
+                target_err
+            };
             if let Some(error) = error {
                 refused = Some(Refused::new(error, target, data));
                 break;
             }
+            let Some(e) = self.ep_mut(ep) else {
+                refused = Some(Refused::new(SendError::NoEndpoint, target, data));
+                break;
+            };
             e.stats.tx_bytes += len as u64;
             e.stats.tx_msgs += 1;
             if len <= COALESCE_MAX && !data.is_shared() {

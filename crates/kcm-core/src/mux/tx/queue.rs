@@ -175,7 +175,7 @@ impl TxMsg {
 
     /// Removes the messages written completely (`sent` bytes are written) and returns how
     /// many and their bytes. Only a run can hold such messages; a lone message has none.
-    fn trim_written(&mut self) -> (usize, usize) {
+    pub(super) fn trim_written(&mut self) -> (usize, usize) {
         let Parts::Run(r) = &mut self.parts else {
             return (0, 0);
         };
@@ -218,6 +218,9 @@ pub(crate) struct EpTx {
     /// the socket full before that space appeared, and an edge-triggered readiness report
     /// comes only once: the next full write must try again instead of waiting for another.
     pub(crate) space_while_writing: bool,
+    /// The reserved connection was found full and write space has not been reported since:
+    /// the endpoint is waiting for it (see `MuxCore::make_room`).
+    pub(crate) space_wait: bool,
 }
 
 impl EpTx {
@@ -235,6 +238,7 @@ impl EpTx {
             waiting: false,
             blocked: false,
             space_while_writing: false,
+            space_wait: false,
         }
     }
 
@@ -314,6 +318,27 @@ impl EpTx {
     /// After a partial write of the head entry: removes the messages of a run that are now
     /// written completely (they are done, and a retry on another connection must not send
     /// them again) and returns how many.
+    /// Takes the head entry off the queue whole, to move it elsewhere (a backlog).
+    pub(super) fn take_head(&mut self) -> Option<TxMsg> {
+        let m = self.queue.pop_front()?;
+        self.queued_bytes -= m.len;
+        self.queued_msgs -= m.msgs();
+        Some(m)
+    }
+
+    /// Takes every entry addressed to `conn` off the queue, in order, to move them elsewhere
+    /// (a backlog); the others keep their order.
+    pub(super) fn take_addressed(&mut self, conn: ConnectionId) -> VecDeque<TxMsg> {
+        let (out, keep): (VecDeque<TxMsg>, VecDeque<TxMsg>) =
+            self.queue.drain(..).partition(|m| m.target == Some(conn));
+        self.queue = keep;
+        for m in &out {
+            self.queued_bytes -= m.len;
+            self.queued_msgs -= m.msgs();
+        }
+        out
+    }
+
     pub(super) fn trim_head(&mut self) -> usize {
         let Some(m) = self.queue.front_mut() else {
             return 0;

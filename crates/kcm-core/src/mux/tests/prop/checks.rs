@@ -24,6 +24,10 @@ impl Harness {
                     self.tx_ready.insert(ep);
                 }
                 Event::ConnResume(c) => assert!(self.paused.remove(&c), "{ev:?} without a pause"),
+                Event::ConnTxReady(c) => {
+                    assert!(self.mux.tx_backlog(c).is_some(), "{ev:?} without a backlog");
+                    self.conn_tx_ready.insert(c);
+                }
                 Event::ConnError(c, e) => {
                     assert_eq!(e, errno::EPIPE);
                     assert!(self.dead.insert(c), "{ev:?} twice");
@@ -118,9 +122,17 @@ impl Harness {
                 }
             }
         }
+        let mut backlogged = 0;
         for &c in &self.conns {
             if self.live(c) {
                 assert_eq!(mux.is_tx_stopped(c), Some(self.dead.contains(&c)), "{c}");
+            }
+            if let Some((msgs, _)) = mux.tx_backlog(c) {
+                backlogged += msgs;
+                assert!(
+                    self.conn_tx_ready.contains(&c) || self.needs_space.contains(&c),
+                    "{c} has a backlog but nobody will write it"
+                );
             }
         }
         // Conservation of sent messages, counters.
@@ -133,7 +145,7 @@ impl Harness {
         let s = mux.stats();
         assert_eq!(
             self.completed.len(),
-            on_wire + queued + s.tx_addr_drops as usize + self.close_dropped,
+            on_wire + queued + backlogged + s.tx_addr_drops as usize + self.close_dropped,
             "every completed message is on a wire, queued or dropped and counted"
         );
         assert_eq!(s.tx_msgs, on_wire as u64);
@@ -195,8 +207,9 @@ impl Harness {
                 rest = &rest[len..];
             }
             if !rest.is_empty() {
-                let excuse =
-                    self.dead.contains(c) || (!strict && self.mux.tx_reserved_by(*c).is_some());
+                let held =
+                    self.mux.tx_reserved_by(*c).is_some() || self.mux.tx_backlog(*c).is_some();
+                let excuse = self.dead.contains(c) || (!strict && held);
                 assert!(
                     excuse,
                     "{c}: torn message on a healthy wire ({} bytes)",
@@ -226,6 +239,12 @@ impl Harness {
         }
         self.settle();
         for _ in 0..10_000 {
+            if let Some(&c) = self.conn_tx_ready.iter().next() {
+                self.conn_tx_ready.remove(&c);
+                self.conn_transmit(c, Res::All);
+                self.settle();
+                continue;
+            }
             let Some(&ep) = self.tx_ready.iter().next() else {
                 break;
             };
@@ -234,7 +253,10 @@ impl Harness {
             self.complete(ep, Res::All);
             self.settle();
         }
-        assert!(self.tx_ready.is_empty(), "transmit never settles");
+        assert!(
+            self.tx_ready.is_empty() && self.conn_tx_ready.is_empty(),
+            "transmit never settles"
+        );
         let live_conn = self
             .conns
             .iter()

@@ -36,6 +36,7 @@ pub(super) struct Harness {
     pub(super) dead: HashSet<ConnectionId>,
     pub(super) needs_space: HashSet<ConnectionId>,
     pub(super) tx_ready: HashSet<EndpointId>,
+    pub(super) conn_tx_ready: HashSet<ConnectionId>,
     pub(super) blocked: HashSet<EndpointId>,
 }
 
@@ -67,6 +68,7 @@ impl Harness {
             dead: HashSet::new(),
             needs_space: HashSet::new(),
             tx_ready: HashSet::new(),
+            conn_tx_ready: HashSet::new(),
             blocked: HashSet::new(),
         };
         h.settle();
@@ -123,6 +125,11 @@ impl Harness {
             Op::Send(s) => self.send(&s),
             Op::PollTransmit(i) => self.poll_transmit(self.ep(i)),
             Op::Complete { ep, result } => self.complete(self.ep(ep), result),
+            Op::ConnTransmit { conn, result } => {
+                if let Some(&c) = self.conns.get(conn % self.conns.len().max(1)) {
+                    self.conn_transmit(c, result);
+                }
+            }
             Op::WriteSpace(i) => {
                 if let Some(&c) = self.conns.get(i % self.conns.len().max(1)) {
                     self.needs_space.remove(&c);
@@ -296,7 +303,7 @@ impl Harness {
                 Some(SendError::NotConnected)
             } else if target.is_some_and(|t| self.dead.contains(&t)) {
                 Some(SendError::ConnectionDead)
-            } else if !self.mux.can_send(ep) {
+            } else if !self.mux.can_send_to(ep, target) {
                 Some(SendError::WouldBlock)
             } else {
                 None
@@ -313,7 +320,10 @@ impl Harness {
                 Err(SendError::Pending(_)) if self.kind == Kind::Datagram && k > 0 => return,
                 Err(SendError::Pending(_)) => {} // cleared: retry the chunk
                 Err(SendError::WouldBlock) => {
-                    self.blocked.insert(ep);
+                    // (A full backlog refuses only its connection: the endpoint is not full.)
+                    if !self.mux.can_send(ep) {
+                        self.blocked.insert(ep);
+                    }
                     return;
                 }
                 Err(_) => return,
@@ -336,10 +346,31 @@ impl Harness {
         self.inflight.insert(ep, (tx.conn, cat(&tx)));
     }
 
+    /// Writes a connection's backlog, as the runtime does on [`Event::ConnTxReady`].
+    pub(super) fn conn_transmit(&mut self, c: ConnectionId, result: Res) {
+        let Some(tx) = self.mux.poll_conn_transmit(c) else {
+            return;
+        };
+        assert!(tx.len > 0 && tx.conn == c);
+        assert!(
+            !self.dead.contains(&c) && self.live(c),
+            "backlog written on a dead connection"
+        );
+        self.conn_tx_ready.remove(&c);
+        let res = self.write(c, cat(&tx), result);
+        self.mux.handle_conn_transmit(c, res);
+    }
+
     pub(super) fn complete(&mut self, ep: EndpointId, result: Res) {
         let Some((conn, bytes)) = self.inflight.remove(&ep) else {
             return;
         };
+        let res = self.write(conn, bytes, result);
+        self.mux.handle_transmit(ep, conn, res);
+    }
+
+    /// What the peer gets of a write of `bytes` on `conn`, and its result.
+    fn write(&mut self, conn: ConnectionId, bytes: Vec<u8>, result: Res) -> TxResult {
         let res = match result {
             Res::All => TxResult::Written(bytes.len()),
             Res::Part(p) => TxResult::Written(bytes.len() * usize::from(p) / 256),
@@ -364,6 +395,6 @@ impl Harness {
             }
             TxResult::Failed => {}
         }
-        self.mux.handle_transmit(ep, conn, res);
+        res
     }
 }
