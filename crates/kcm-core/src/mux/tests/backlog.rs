@@ -1,19 +1,8 @@
 //! Connection backlogs: a peer that stops reading costs only its own connection
 //! (`tx/backlog.rs`).
 
+use super::transmit::setup;
 use super::*;
-
-/// A datagram mux with `n` endpoints and `k` connections, events drained.
-fn setup(n: usize, k: usize) -> (MuxCore, Vec<EndpointId>, Vec<ConnectionId>) {
-    let (mut mux, e0) = mux(Kind::Datagram);
-    let mut eps = vec![e0];
-    for _ in 1..n {
-        eps.push(mux.add_endpoint().unwrap());
-    }
-    let conns = (0..k).map(|_| mux.attach()).collect();
-    events(&mut mux);
-    (mux, eps, conns)
-}
 
 fn send_to(mux: &mut MuxCore, ep: EndpointId, conn: ConnectionId, data: &[u8]) {
     let n = mux.send(ep, Bytes::copy_from_slice(data), END, Some(conn));

@@ -4,7 +4,7 @@
 use super::*;
 
 /// A datagram mux with `n` endpoints and `k` connections, events drained.
-fn setup(n: usize, k: usize) -> (MuxCore, Vec<EndpointId>, Vec<ConnectionId>) {
+pub(super) fn setup(n: usize, k: usize) -> (MuxCore, Vec<EndpointId>, Vec<ConnectionId>) {
     let (mut mux, e0) = mux(Kind::Datagram);
     let mut eps = vec![e0];
     for _ in 1..n {

@@ -81,27 +81,21 @@ impl MuxCore {
         self.room_after_stall(ei, target) && self.stall(ei, true)
     }
 
+    /// Endpoint `ei` and the connection A it holds, when it is not writing and its head
+    /// message is addressed to A: the case where A's messages may step aside.
+    fn held_head_for(&self, ei: u32) -> Option<(&super::super::Ep, ConnectionId)> {
+        let e = self.eps.get(ei as usize)?.as_ref()?;
+        let ci = e.tx.reserved.filter(|_| e.tx.writing.is_none())?;
+        let a = self.conns.get(ci as usize)?.as_ref()?.id;
+        (e.tx.queue.front()?.target == Some(a)).then_some((e, a))
+    }
+
     /// Whether [`MuxCore::make_room`] would make room for a message for `target`.
     fn room_after_stall(&self, ei: u32, target: Option<ConnectionId>) -> bool {
-        let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else {
+        let Some((e, a)) = self.held_head_for(ei) else {
             return false;
         };
-        let Some(ci) =
-            e.tx.reserved
-                .filter(|_| e.tx.space_wait && e.tx.writing.is_none())
-        else {
-            return false;
-        };
-        let Some(a) = self
-            .conns
-            .get(ci as usize)
-            .and_then(Option::as_ref)
-            .map(|c| c.id)
-        else {
-            return false;
-        };
-        let head_for_a = e.tx.queue.front().map(|m| m.target) == Some(Some(a));
-        if target == Some(a) || !head_for_a {
+        if !e.tx.space_wait || target == Some(a) {
             return false;
         }
         let moved: usize =
@@ -118,24 +112,13 @@ impl MuxCore {
     /// `force`, is about to be sent), A's messages move to A's backlog and the endpoint lets go
     /// of A. Returns whether they moved.
     pub(super) fn stall(&mut self, ei: u32, force: bool) -> bool {
-        let Some(e) = self.eps.get(ei as usize).and_then(Option::as_ref) else {
+        let Some((e, a)) = self.held_head_for(ei) else {
             return false;
         };
-        let (Some(ci), None) = (e.tx.reserved, e.tx.writing) else {
-            return false;
-        };
-        let Some(a) = self
-            .conns
-            .get(ci as usize)
-            .and_then(Option::as_ref)
-            .map(|c| c.id)
-        else {
-            return false;
-        };
-        let to_a = |m: &TxMsg| m.target == Some(a);
-        if !e.tx.queue.front().is_some_and(to_a) || (!force && e.tx.queue.iter().all(to_a)) {
+        if !force && e.tx.queue.iter().all(|m| m.target == Some(a)) {
             return false;
         }
+        let ci = a.index;
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return false;
         };
