@@ -416,6 +416,25 @@ impl Endpoint {
         Some(s)
     }
 
+    /// Messages and bytes waiting in a connection's backlog: replies for a peer whose socket
+    /// was full, set aside so that they hold up no other connection (see
+    /// [`Endpoint::send_to`]). `None` while the connection has none. A backlog that stays put
+    /// marks a peer that stopped reading.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let _client = std::net::TcpStream::connect(l.local_addr()?)?;
+    /// let (server, _) = l.accept()?;
+    /// let ep = kcm::Endpoint::new(kcm::Kind::Datagram)?;
+    /// let conn = ep.attach(&server, kcm::presets::by_name("thrift").unwrap())?;
+    /// assert_eq!(ep.connection_backlog(conn), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn connection_backlog(&self, conn: ConnectionId) -> Option<(usize, usize)> {
+        self.shared.lock().core.tx_backlog(conn)
+    }
+
     /// Takes the connection events recorded so far (parser errors, peer closes, transmit
     /// aborts), oldest first.
     pub fn take_events(&self) -> Vec<ConnectionEvent> {

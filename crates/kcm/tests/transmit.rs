@@ -451,6 +451,12 @@ fn a_peer_that_stops_reading_does_not_hold_up_replies_to_the_others() {
     ep.send_to(fast_conn, b(&m)).unwrap();
     assert_eq!(read_frame(&mut fast).unwrap(), m);
     ep.set_nonblocking(false);
+    let (msgs, bytes) = ep.connection_backlog(slow_conn).expect("a backlog");
+    assert!(
+        msgs > 0 && bytes >= 208 * 1024,
+        "{msgs} messages, {bytes} bytes"
+    );
+    assert_eq!(ep.connection_backlog(fast_conn), None);
     // Everything arrives, whole and in order, once the slow peer reads.
     for m in &stuck {
         assert_eq!(&read_frame(&mut slow).unwrap(), m);
@@ -460,6 +466,38 @@ fn a_peer_that_stops_reading_does_not_hold_up_replies_to_the_others() {
     assert_eq!(read_frame(&mut slow).unwrap(), late);
     assert_silent(&mut slow, Duration::from_millis(20));
     assert_eq!(tx_of(&ep, slow_conn).tx.tx_msgs, 65);
+    assert_eq!(ep.connection_backlog(slow_conn), None);
     assert_eq!(tx_of(&ep, fast_conn).tx.tx_msgs, 21);
     assert_eq!(ep.mux_stats().tx_addr_drops, 0);
+}
+
+/// A stuck peer that resets its connection: the messages in its backlog cannot be delivered
+/// and are counted (`tx_addr_drops`), the connection reports its failure, and the other peers
+/// never notice.
+#[test]
+fn a_backlog_on_a_peer_that_resets_is_dropped_and_counted() {
+    let ep = endpoint(Kind::Datagram);
+    ep.set_send_buffer_size(4 << 20).unwrap();
+    let (slow, slow_conn) = attach_narrow(&ep);
+    let (mut fast, fast_conn) = attach_pair(&ep);
+    for i in 0..64u8 {
+        ep.send_to(slow_conn, b(&msg(22, i, 16 * 1024))).unwrap();
+    }
+    // A reply to the fast peer makes the slow one's messages step aside.
+    let m = msg(23, 0, 100);
+    ep.send_to(fast_conn, b(&m)).unwrap();
+    assert_eq!(read_frame(&mut fast).unwrap(), m);
+    let (queued, _) = ep.connection_backlog(slow_conn).expect("a backlog");
+    reset_peer(&ep, slow, slow_conn);
+    // The next write of the backlog fails (or the reset was seen first): all of it is gone,
+    // counted, and the connection can transmit no more.
+    wait_for("the backlog dropped", || {
+        ep.connection_backlog(slow_conn).is_none()
+    });
+    let drops = ep.mux_stats().tx_addr_drops;
+    assert!(drops > 0 && drops <= queued as u64, "{drops} of {queued}");
+    assert!(ep.send_to(slow_conn, b(&msg(22, 99, 10))).is_err());
+    let m = msg(23, 1, 100);
+    ep.send_to(fast_conn, b(&m)).unwrap();
+    assert_eq!(read_frame(&mut fast).unwrap(), m);
 }
