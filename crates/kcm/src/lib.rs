@@ -73,7 +73,9 @@
 //!
 //! Memory per connection: nothing while idle (the read buffer is released when a read
 //! finds the socket empty and no message is half-assembled); at most one read buffer plus one
-//! message (bounded by the maximum message size) while busy.
+//! message (bounded by the maximum message size) while busy. On the send side, replies for a
+//! peer that stopped reading wait in its connection's backlog, which takes new sends until it
+//! holds 208 KiB (plus what its senders had queued for it when it filled up).
 //!
 //! # Semantics decisions (where kcm deliberately differs from the kernel)
 //!
