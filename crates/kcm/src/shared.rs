@@ -271,16 +271,21 @@ impl Shared {
     /// Writes one transmit of the endpoint, if it has one (any thread may do this for any
     /// endpoint; the core hands out one transmit per endpoint at a time).
     pub(crate) fn pump_tx(&self, ep: EndpointId, events: &mut Vec<Event>) {
-        let job = {
-            let mut st = self.lock();
-            let job = st.core.poll_transmit(ep);
-            Self::drain(&mut st.core, events);
-            match job {
-                Some(job) => job,
-                None => return,
-            }
-        };
-        self.transmit(ep, job, events);
+        if let Some(job) = self.poll_job(events, |core| core.poll_transmit(ep)) {
+            self.transmit(ep, job, events);
+        }
+    }
+
+    /// Asks the core for a transmit under the lock (and takes the events that came with it).
+    fn poll_job(
+        &self,
+        events: &mut Vec<Event>,
+        poll: impl FnOnce(&mut MuxCore) -> Option<kcm_core::mux::Transmit>,
+    ) -> Option<kcm_core::mux::Transmit> {
+        let mut st = self.lock();
+        let job = poll(&mut st.core);
+        Self::drain(&mut st.core, events);
+        job
     }
 
     /// Takes the endpoint's transmit now if the core just asked for one (`TxReady` among
@@ -312,14 +317,8 @@ impl Shared {
 
     /// Writes one transmit of a connection's backlog, if it has one (`Event::ConnTxReady`).
     pub(crate) fn pump_conn_tx(&self, conn: ConnectionId, events: &mut Vec<Event>) {
-        let job = {
-            let mut st = self.lock();
-            let job = st.core.poll_conn_transmit(conn);
-            Self::drain(&mut st.core, events);
-            match job {
-                Some(job) => job,
-                None => return,
-            }
+        let Some(job) = self.poll_job(events, |core| core.poll_conn_transmit(conn)) else {
+            return;
         };
         let result = self.write_job(&job);
         let mut st = self.lock();

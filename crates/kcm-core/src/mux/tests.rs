@@ -342,7 +342,7 @@ fn check_tx(mux: &MuxCore) {
             let head = t.queue.front().expect("a waiting endpoint has messages");
             if let Some(c) = head.target {
                 assert!(
-                    !mux.has_backlog(c),
+                    mux.tx_backlog(c).is_none(),
                     "endpoint {i} waits for {c}, which has a backlog to join"
                 );
             }

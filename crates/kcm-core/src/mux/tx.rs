@@ -23,7 +23,7 @@ use backlog::BACKLOG_MAX;
 pub use batch::{MsgData, Refused};
 #[cfg(test)]
 pub(crate) use queue::TxMsg;
-use queue::COALESCE_MAX;
+use queue::{Entries, COALESCE_MAX};
 pub(crate) use queue::{EpTx, Parts};
 
 /// At most this many messages go into one transmit (one `writev`; the kernel's IOV_MAX is
@@ -119,13 +119,6 @@ fn join_small_run(bufs: &mut Vec<Bytes>, start: usize) {
         joined.extend_from_slice(&b);
     }
     bufs.push(joined.freeze());
-}
-
-/// Marks endpoint `ei` as waiting for its reserved connection's write space.
-fn e_space_wait(mux: &mut MuxCore, ei: u32) {
-    if let Some(e) = mux.eps.get_mut(ei as usize).and_then(Option::as_mut) {
-        e.tx.space_wait = true;
-    }
 }
 
 /// The slices of the next transmit on `conn` from the front of a queue: the entries that may
@@ -353,18 +346,17 @@ impl MuxCore {
                     self.kick_tx(ei);
                 } else if n >= asked || std::mem::take(&mut e.tx.space_while_writing) {
                     self.events.push_back(Event::TxReady(ep));
-                } else if !self.stall(ei, false) {
-                    // The socket is full; the runtime calls write_space() later. (Had other
-                    // destinations been queued behind, they would not wait: backlog.rs.)
-                    e_space_wait(self, ei);
+                } else {
+                    // The socket is full; the runtime calls write_space() later.
+                    self.socket_full(ei);
                 }
             }
             TxResult::WouldBlock => {
                 if let Some(e) = self.ep_mut(ep) {
                     if std::mem::take(&mut e.tx.space_while_writing) {
                         self.events.push_back(Event::TxReady(ep));
-                    } else if !self.stall(ei, false) {
-                        e_space_wait(self, ei);
+                    } else {
+                        self.socket_full(ei);
                     }
                 }
             }
@@ -405,30 +397,19 @@ impl MuxCore {
         })
     }
 
-    fn advance(&mut self, ei: u32, conn: ConnectionId, mut n: usize) {
+    fn advance(&mut self, ei: u32, conn: ConnectionId, n: usize) {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return;
         };
-        let (mut msgs, mut bytes) = (0u64, 0u64);
-        while n > 0 {
-            let Some(m) = e.tx.queue.front_mut() else {
-                break;
-            };
-            let left = m.len - m.sent;
-            if n < left {
-                m.sent += n;
-                bytes += n as u64;
-                // Messages of a run written completely are done now, as lone ones would be.
-                msgs += e.tx.trim_head() as u64;
-                break;
-            }
-            n -= left;
-            bytes += left as u64;
-            msgs += e.tx.pop_head() as u64;
-        }
+        let (msgs, bytes) = queue::advance(&mut e.tx, n);
         if e.tx.unblock() {
             self.events.push_back(Event::Writable(EndpointId(ei)));
         }
+        self.count_written(conn, msgs, bytes);
+    }
+
+    /// Counts messages and bytes written on a connection, for it and for the mux.
+    fn count_written(&mut self, conn: ConnectionId, msgs: u64, bytes: u64) {
         self.stats.tx_msgs += msgs;
         self.stats.tx_bytes += bytes;
         if let Some(c) = self.conn_mut(conn) {
@@ -626,20 +607,18 @@ impl MuxCore {
                     return;
                 }
                 Some(t) => {
-                    let usable = self.conn(t).is_some_and(|c| !c.done && !c.tx_stopped);
-                    if !usable {
+                    let Some(c) = self.conn(t).filter(|c| !c.done && !c.tx_stopped) else {
                         // Its connection failed or went away: the message cannot be delivered.
                         self.drop_head(ei);
                         continue;
-                    }
-                    if self.has_backlog(t) {
+                    };
+                    if c.backlog.is_some() {
                         // The connection is full and others' messages wait for it there:
                         // this one joins them and the endpoint goes on (backlog.rs).
                         self.join_backlog(ei, t);
                         continue;
                     }
-                    let avail = self.conn(t).is_some_and(|c| c.tx_avail);
-                    if avail {
+                    if c.tx_avail {
                         self.reserve_conn(ei, t.index);
                     } else {
                         if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {

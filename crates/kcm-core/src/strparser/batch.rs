@@ -131,8 +131,8 @@ impl StrParser {
         let chunk = self.buf.split_to(end).freeze();
         self.start += end as u64;
         self.stats.msgs += run.n as u64;
-        // One allocation for the run, not a doubling per push (the caller's vector starts
-        // empty for each read pass).
+        // Room for the run at once, not a doubling per push (the runtime's vector is new for
+        // each drive of a connection).
         out.reserve(run.n);
         let mut off = 0;
         for &len in lens {

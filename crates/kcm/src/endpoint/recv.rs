@@ -63,6 +63,7 @@ impl Endpoint {
             return Ok(0);
         }
         let mut n = 0;
+        let mut waited = false;
         let mut events = Vec::new();
         {
             // Whatever is queued already is taken under one lock; only an empty queue goes
@@ -73,6 +74,7 @@ impl Endpoint {
                 let first = self.recv()?;
                 out.push(first);
                 n = 1;
+                waited = true;
                 st = self.shared.lock();
             }
             n += st.core.recv_many(self.id, max - n, |data, conn| {
@@ -83,7 +85,10 @@ impl Endpoint {
         }
         self.shared.dispatch(events, Some(self.id));
         self.shared.sync_pollfd(self.id, &self.io);
-        self.poll_arrivals();
+        // (`recv` looked for arrivals already, on the way out of its wait.)
+        if !waited {
+            self.poll_arrivals();
+        }
         Ok(n)
     }
 

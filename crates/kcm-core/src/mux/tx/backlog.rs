@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 
 use super::super::{ConnectionId, EndpointId, Event, MuxCore, DEFAULT_BUF};
-use super::queue::TxMsg;
+use super::queue::{self, Entries, TxMsg};
 use super::{gather, Transmit, TxResult};
 
 /// New sends addressed to a connection are refused while its backlog holds this many bytes
@@ -45,6 +45,34 @@ impl Backlog {
     fn msgs(&self) -> usize {
         self.queue.iter().map(TxMsg::msgs).sum()
     }
+
+    fn push(&mut self, m: TxMsg) {
+        self.bytes += m.len;
+        self.queue.push_back(m);
+    }
+}
+
+impl Entries for Backlog {
+    fn head(&mut self) -> Option<&mut TxMsg> {
+        self.queue.front_mut()
+    }
+
+    fn pop_head(&mut self) -> usize {
+        let Some(m) = self.queue.pop_front() else {
+            return 0;
+        };
+        self.bytes -= m.len;
+        m.msgs()
+    }
+
+    fn trim_head(&mut self) -> usize {
+        let Some(m) = self.queue.front_mut() else {
+            return 0;
+        };
+        let (msgs, bytes) = m.trim_written();
+        self.bytes -= bytes;
+        msgs
+    }
 }
 
 impl MuxCore {
@@ -67,10 +95,6 @@ impl MuxCore {
         self.conn(t)
             .and_then(|c| c.backlog.as_ref())
             .is_some_and(|b| b.bytes >= BACKLOG_MAX)
-    }
-
-    pub(crate) fn has_backlog(&self, t: ConnectionId) -> bool {
-        self.conn(t).is_some_and(|c| c.backlog.is_some())
     }
 
     /// A new message from endpoint `ei` for `target` does not fit its send buffer. If the
@@ -107,6 +131,17 @@ impl MuxCore {
         e.tx.queued_bytes - moved < e.tx.sndbuf
     }
 
+    /// Endpoint `ei` found the connection it holds full: other destinations queued behind
+    /// need not wait for it (see [`MuxCore::stall`]); if there are none, the endpoint waits
+    /// for the connection's write space (which [`MuxCore::make_room`] looks for).
+    pub(super) fn socket_full(&mut self, ei: u32) {
+        if !self.stall(ei, false) {
+            if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
+                e.tx.space_wait = true;
+            }
+        }
+    }
+
     /// Endpoint `ei` holds connection A, which it found full, and is not writing. If its head
     /// is addressed to A and something for another destination waits behind it (or, with
     /// `force`, is about to be sent), A's messages move to A's backlog and the endpoint lets go
@@ -134,10 +169,7 @@ impl MuxCore {
         c.tx_reserved_by = None;
         c.stats.tx.unreserved += 1;
         let b = c.backlog.get_or_insert_with(Backlog::default);
-        for m in moved {
-            b.bytes += m.len;
-            b.queue.push_back(m);
-        }
+        moved.into_iter().for_each(|m| b.push(m));
         // The connection is full: the backlog waits for its write space. Endpoints waiting
         // for this connection join the backlog instead.
         self.rekick_waiters(ci);
@@ -156,8 +188,7 @@ impl MuxCore {
             self.events.push_back(Event::Writable(EndpointId(ei)));
         }
         if let Some(b) = self.conn_mut(t).and_then(|c| c.backlog.as_mut()) {
-            b.bytes += m.len;
-            b.queue.push_back(m);
+            b.push(m);
         }
     }
 
@@ -212,7 +243,8 @@ impl MuxCore {
         match result {
             TxResult::Written(n) => {
                 let n = n.min(asked);
-                self.advance_backlog(ci, n);
+                let (msgs, bytes) = queue::advance(b, n);
+                self.count_written(conn, msgs, bytes);
                 let Some(c) = self.conn_mut(conn) else { return };
                 let Some(b) = c.backlog.as_mut() else { return };
                 if b.queue.is_empty() {
@@ -241,35 +273,6 @@ impl MuxCore {
         } else {
             self.events.push_back(Event::ConnTxReady(conn));
         }
-    }
-
-    fn advance_backlog(&mut self, ci: u32, mut n: usize) {
-        let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        let Some(b) = c.backlog.as_mut() else { return };
-        let (mut msgs, mut bytes) = (0u64, 0u64);
-        while n > 0 {
-            let Some(m) = b.queue.front_mut() else { break };
-            let left = m.len - m.sent;
-            if n < left {
-                m.sent += n;
-                bytes += n as u64;
-                let (done, cut) = m.trim_written();
-                b.bytes -= cut;
-                msgs += done as u64;
-                break;
-            }
-            n -= left;
-            bytes += left as u64;
-            b.bytes -= m.len;
-            msgs += m.msgs() as u64;
-            b.queue.pop_front();
-        }
-        c.stats.tx.tx_msgs += msgs;
-        c.stats.tx.tx_bytes += bytes;
-        self.stats.tx_msgs += msgs;
-        self.stats.tx_bytes += bytes;
     }
 
     /// Drops the connection's backlog (it failed or was unattached): its messages cannot be

@@ -199,6 +199,62 @@ impl TxMsg {
     }
 }
 
+/// A FIFO of entries that counts what it holds: an endpoint's queue ([`EpTx`]) or a
+/// connection's backlog. Written bytes leave both the same way ([`advance`]).
+pub(super) trait Entries {
+    fn head(&mut self) -> Option<&mut TxMsg>;
+    /// Takes the head entry off (written or dropped); returns its message count.
+    fn pop_head(&mut self) -> usize;
+    /// After a partial write of the head entry: removes the messages of a run that are now
+    /// written completely (they are done, and a retry on another connection must not send
+    /// them again) and returns how many.
+    fn trim_head(&mut self) -> usize;
+}
+
+/// Takes `n` written bytes off the front of `q`; returns the messages and bytes done.
+pub(super) fn advance(q: &mut impl Entries, mut n: usize) -> (u64, u64) {
+    let (mut msgs, mut bytes) = (0u64, 0u64);
+    while n > 0 {
+        let Some(m) = q.head() else { break };
+        let left = m.len - m.sent;
+        if n < left {
+            m.sent += n;
+            bytes += n as u64;
+            // Messages of a run written completely are done now, as lone ones would be.
+            msgs += q.trim_head() as u64;
+            break;
+        }
+        n -= left;
+        bytes += left as u64;
+        msgs += q.pop_head() as u64;
+    }
+    (msgs, bytes)
+}
+
+impl Entries for EpTx {
+    fn head(&mut self) -> Option<&mut TxMsg> {
+        self.queue.front_mut()
+    }
+
+    fn pop_head(&mut self) -> usize {
+        let Some(m) = self.take_head() else { return 0 };
+        if let Parts::Run(_) = m.parts {
+            self.last_run = m.len;
+        }
+        m.msgs()
+    }
+
+    fn trim_head(&mut self) -> usize {
+        let Some(m) = self.queue.front_mut() else {
+            return 0;
+        };
+        let (msgs, bytes) = m.trim_written();
+        self.queued_bytes -= bytes;
+        self.queued_msgs -= msgs;
+        msgs
+    }
+}
+
 /// An endpoint's transmit side (§2.2, §5.3).
 pub(crate) struct EpTx {
     pub(crate) queue: VecDeque<TxMsg>,
@@ -300,24 +356,6 @@ impl EpTx {
         }
     }
 
-    /// Takes the head entry off the queue (written or dropped); returns its message count.
-    pub(super) fn pop_head(&mut self) -> usize {
-        match self.queue.pop_front() {
-            Some(m) => {
-                if let Parts::Run(_) = m.parts {
-                    self.last_run = m.len;
-                }
-                self.queued_bytes -= m.len;
-                self.queued_msgs -= m.msgs();
-                m.msgs()
-            }
-            None => 0,
-        }
-    }
-
-    /// After a partial write of the head entry: removes the messages of a run that are now
-    /// written completely (they are done, and a retry on another connection must not send
-    /// them again) and returns how many.
     /// Takes the head entry off the queue whole, to move it elsewhere (a backlog).
     pub(super) fn take_head(&mut self) -> Option<TxMsg> {
         let m = self.queue.pop_front()?;
@@ -337,16 +375,6 @@ impl EpTx {
             self.queued_msgs -= m.msgs();
         }
         out
-    }
-
-    pub(super) fn trim_head(&mut self) -> usize {
-        let Some(m) = self.queue.front_mut() else {
-            return 0;
-        };
-        let (msgs, bytes) = m.trim_written();
-        self.queued_bytes -= bytes;
-        self.queued_msgs -= msgs;
-        msgs
     }
 
     /// After bytes left the queue: whether a blocked sender must now be told it may send
