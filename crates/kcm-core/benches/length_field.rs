@@ -8,6 +8,11 @@
 //! (the stream parser's indirect call), a 3-byte little-endian field (the byte-loop reader),
 //! a signed 8-byte big-endian field (sign extension), and the MQTT varint parser.
 //!
+//! The `*_scan` cases walk the same buffers with [`Parser::scan`] in runs of 64 messages, as the
+//! stream parser's batch path does: `thrift_scan` with `LengthField`'s own `scan`,
+//! `thrift_scan_generic` with the trait's default walk (one `parse` per message), so the two
+//! figures compare the fast walk with what it replaces.
+//!
 //! Run: `cargo bench -p kcm-core --bench length_field`.
 
 mod common;
@@ -89,6 +94,42 @@ fn walk(buf: &[u8], p: &impl Parser) -> usize {
     n
 }
 
+/// Messages one `scan` call records, as in the stream parser's batch path.
+const RUN: usize = 64;
+
+/// Walks `buf` with `scan`, `RUN` messages a call; returns the number of messages.
+#[inline(always)]
+fn walk_scan(buf: &[u8], p: &impl Parser) -> usize {
+    let mut lens = [0; RUN];
+    let (mut pos, mut total) = (0, 0);
+    loop {
+        let rest = buf.get(pos..).unwrap_or_default();
+        let (n, stop) = p.scan(rest, usize::MAX, &mut lens);
+        pos += lens[..n].iter().sum::<usize>();
+        total += n;
+        if n < RUN {
+            assert!(
+                stop.is_none() && pos == buf.len(),
+                "unexpected {stop:?} at byte {pos}"
+            );
+            return total;
+        }
+    }
+}
+
+/// Forwards only `parse` and `min_view`, so `scan` is the trait's default walk.
+#[derive(Debug)]
+struct Generic<P>(P);
+
+impl<P: Parser> Parser for Generic<P> {
+    fn parse(&self, view: &[u8]) -> Parse {
+        self.0.parse(view)
+    }
+    fn min_view(&self) -> usize {
+        self.0.min_view()
+    }
+}
+
 fn main() {
     let mut c = common::criterion();
     let thrift = presets::thrift();
@@ -115,6 +156,11 @@ fn main() {
     assert_eq!(walk(&le24_buf, &le24), MESSAGES);
     assert_eq!(walk(&signed64_buf, &signed64), MESSAGES);
     assert_eq!(walk(&mqtt_buf, &mqtt), MESSAGES);
+    let generic_thrift = Generic(presets::thrift());
+    assert_eq!(walk_scan(&thrift_buf, &thrift), MESSAGES);
+    assert_eq!(walk_scan(&thrift_buf, &generic_thrift), MESSAGES);
+    assert_eq!(walk_scan(&le24_buf, &le24), MESSAGES);
+    assert_eq!(walk_scan(&signed64_buf, &signed64), MESSAGES);
 
     let mut g = c.benchmark_group("length_field");
     common::short(&mut g);
@@ -130,6 +176,18 @@ fn main() {
         b.iter(|| walk(black_box(&signed64_buf), &signed64))
     });
     g.bench_function("mqtt", |b| b.iter(|| walk(black_box(&mqtt_buf), &mqtt)));
+    g.bench_function("thrift_scan", |b| {
+        b.iter(|| walk_scan(black_box(&thrift_buf), &thrift))
+    });
+    g.bench_function("thrift_scan_generic", |b| {
+        b.iter(|| walk_scan(black_box(&thrift_buf), &generic_thrift))
+    });
+    g.bench_function("le24_scan", |b| {
+        b.iter(|| walk_scan(black_box(&le24_buf), &le24))
+    });
+    g.bench_function("signed64_scan", |b| {
+        b.iter(|| walk_scan(black_box(&signed64_buf), &signed64))
+    });
     g.finish();
     c.final_summary();
 }

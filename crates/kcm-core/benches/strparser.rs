@@ -11,7 +11,9 @@
 //! - `read64k/5000B`: 5,000-byte frames (the W1 request) in 64 KiB reads, so most reads end
 //!   inside a message and a message straddles two buffers;
 //! - `read1/32B` and `read1/5000B`: the same frames arriving one byte per read, the worst case
-//!   of per-read overhead (parser called once per new byte until the header is complete).
+//!   of per-read overhead (parser called once per new byte until the header is complete);
+//! - `batch/read64k/32B`: the first case drained with `next_messages`, the runtime's batch path
+//!   (one `Parser::scan` per run of messages instead of a `parse` per message).
 //!
 //! Run: `cargo bench -p kcm-core --bench strparser`.
 
@@ -45,6 +47,25 @@ fn run(parser: &Arc<dyn Parser>, stream: &[u8], read: usize, now: Instant) -> us
     msgs
 }
 
+/// As [`run`], but draining each read with `next_messages` (the runtime's batch path).
+fn run_batch(parser: &Arc<dyn Parser>, stream: &[u8], read: usize, now: Instant) -> usize {
+    let mut sp = StrParser::new(parser.clone(), StrConfig::default());
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut msgs = 0;
+    while pos < stream.len() {
+        let buf = sp.recv_buf();
+        let spare = buf.capacity() - buf.len();
+        let n = spare.min(read).min(stream.len() - pos);
+        buf.extend_from_slice(&stream[pos..pos + n]);
+        pos += n;
+        sp.handle_recv(n, now);
+        msgs += sp.next_messages(&mut out).expect("well-formed stream");
+        out.clear();
+    }
+    msgs
+}
+
 fn main() {
     let mut c = common::criterion();
     let parser: Arc<dyn Parser> = Arc::new(presets::thrift());
@@ -67,6 +88,17 @@ fn main() {
             b.iter(|| run(&parser, black_box(&stream), read, now))
         });
     }
+    let (size, count, read) = (32, 1 << 17, 64 * 1024);
+    let stream = common::thrift_stream(size, count);
+    assert_eq!(
+        run_batch(&parser, &stream, read, now),
+        count,
+        "batch frames"
+    );
+    g.throughput(Throughput::Elements(count as u64));
+    g.bench_function("batch/read64k/32B", |b| {
+        b.iter(|| run_batch(&parser, black_box(&stream), read, now))
+    });
     g.finish();
     c.final_summary();
 }

@@ -158,8 +158,9 @@ pub trait Parser: Send + Sync + fmt::Debug {
     }
 }
 
-/// [`Parser::scan`]'s walk, for any parser (see there).
-fn scan_with<P: Parser + ?Sized>(
+/// [`Parser::scan`]'s walk, for any parser (see there). Crate-visible so that an override can
+/// hand what it does not cover to the very walk it must agree with.
+pub(crate) fn scan_with<P: Parser + ?Sized>(
     p: &P,
     buf: &[u8],
     max: usize,

@@ -209,12 +209,25 @@ impl LengthFieldBuilder {
         } else {
             0
         };
+        // What `width` bytes can hold, read as `signed` says.
+        let bits = 8 * self.width as u32;
+        let (min_value, max_value) = if self.signed {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        } else {
+            (0, (1i128 << bits) - 1)
+        };
+        // The field values `parse` turns into a length: `header_len <= value + base <= cap`.
+        let values = (
+            (header_len as i128 - base).max(min_value),
+            (cap as i128 - base).min(max_value),
+        );
         Ok(LengthField {
             reader: Reader::new(self.width, self.order),
             sign_shift,
             base,
             min_total: header_len as i128,
             limit: cap as i128,
+            values,
             opts: self,
             header_len,
         })
