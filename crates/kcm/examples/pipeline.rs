@@ -1,7 +1,8 @@
 //! A pipelined request/ack load on one worker endpoint, for profiling the receive → reply path
 //! (`valgrind --tool=callgrind target/release/examples/pipeline`).
 //!
-//! 8 connections, 64 requests of 32 bytes in flight on each, 16-byte acks; prints messages/s.
+//! 8 connections, 64 requests of 32 bytes in flight on each (a closed loop, as `kcm bench`'s
+//! W3), 16-byte acks; prints messages/s.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,12 +31,12 @@ fn main() -> std::io::Result<()> {
     }
     ep.set_read_timeout(Some(Duration::from_millis(200)));
     let worker = std::thread::spawn(move || {
-        let mut batch = Vec::with_capacity(64);
-        let mut replies = Vec::with_capacity(64);
+        let mut batch = Vec::with_capacity(256);
+        let mut replies = Vec::with_capacity(256);
         let mut done = 0usize;
         let mut batches = 0usize;
         while done < total {
-            if ep.recv_batch(&mut batch, 64).is_err() {
+            if ep.recv_batch(&mut batch, 256).is_err() {
                 continue;
             }
             batches += 1;
@@ -59,33 +60,30 @@ fn main() -> std::io::Result<()> {
     let t0 = Instant::now();
     let mut threads = Vec::new();
     for mut c in clients {
+        // Closed loop, as `kcm bench`'s W3: DEPTH requests in flight, a new one for each ack.
         threads.push(std::thread::spawn(move || {
-            let mut rd = c.try_clone().expect("clone");
-            let reader = std::thread::spawn(move || {
-                let mut buf = vec![0u8; 16 * 256];
-                let mut got = 0;
-                while got < per_conn * 16 {
-                    match rd.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => got += n,
-                    }
-                }
-            });
             let req = [
                 0u8, 0, 0, 28, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                 0, 0, 0, 0, 0, 0,
             ];
-            let mut batch = Vec::new();
-            for _ in 0..DEPTH {
-                batch.extend_from_slice(&req);
+            let batch: Vec<u8> = req.iter().copied().cycle().take(DEPTH * 32).collect();
+            let mut buf = vec![0u8; 16 * 256];
+            let (mut sent, mut acked, mut partial) = (DEPTH.min(per_conn), 0, 0);
+            c.write_all(&batch[..sent * 32]).expect("write");
+            while acked < per_conn {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => partial += n,
+                }
+                let got = partial / 16;
+                partial %= 16;
+                acked += got;
+                let more = got.min(per_conn - sent);
+                if more > 0 {
+                    c.write_all(&batch[..more * 32]).expect("write");
+                    sent += more;
+                }
             }
-            let mut sent = 0;
-            while sent < per_conn {
-                let n = DEPTH.min(per_conn - sent);
-                c.write_all(&batch[..n * 32]).expect("write");
-                sent += n;
-            }
-            reader.join().expect("reader");
         }));
     }
     for t in threads {

@@ -126,7 +126,9 @@ impl MuxCore {
         // The last destination found attached and able to transmit: nothing can change that
         // while this call holds the mux.
         let mut usable: Option<ConnectionId> = None;
-        for (target, data) in msgs.by_ref() {
+        // A message the run loop below took from `msgs` but left to the checks.
+        let mut pending = None;
+        while let Some((target, data)) = pending.take().or_else(|| msgs.next()) {
             let len = data.as_ref().len();
             // Checked before the endpoint's own state, which the general path reports first.
             let target_err = match target {
@@ -185,13 +187,32 @@ impl MuxCore {
             };
             e.stats.tx_bytes += len as u64;
             e.stats.tx_msgs += 1;
-            if len <= COALESCE_MAX && !data.is_shared() {
-                e.tx.enqueue_copy(data.as_ref(), target);
-            } else {
-                e.tx.enqueue(Parts::One(data.into_bytes()), len, target);
-            }
             e.tx.wait_more = true;
             sent += 1;
+            if len > COALESCE_MAX || data.is_shared() {
+                e.tx.enqueue(Parts::One(data.into_bytes()), len, target);
+                continue;
+            }
+            e.tx.enqueue_copy(data.as_ref(), target);
+            // A pipelining server's replies come in runs for one destination. What the checks
+            // above found cannot change while this call holds the mux, except the buffer
+            // filling: the messages after this one for the same destination only need room
+            // there and in the run at the tail (about a third of the cost of a small reply).
+            for (next, data) in msgs.by_ref() {
+                let len = data.as_ref().len();
+                let fits = next == target
+                    && len != 0
+                    && len <= COALESCE_MAX
+                    && !data.is_shared()
+                    && e.tx.queued_bytes < e.tx.sndbuf;
+                if !fits || !e.tx.append_to_tail(data.as_ref(), target) {
+                    pending = Some((next, data));
+                    break;
+                }
+                e.stats.tx_bytes += len as u64;
+                e.stats.tx_msgs += 1;
+                sent += 1;
+            }
         }
         // The last message went without MSG_BATCH, or a full buffer flushes the batch before
         // the caller blocks (§2.2); after another refusal, what was accepted goes out too.

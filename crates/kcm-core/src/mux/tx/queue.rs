@@ -336,6 +336,20 @@ impl EpTx {
         self.count(data.len());
     }
 
+    /// Appends a small whole message to the run at the tail if it can hold it (see
+    /// [`TxMsg::try_append`]), counting it; whether it did.
+    #[inline]
+    pub(super) fn append_to_tail(&mut self, data: &[u8], target: Option<ConnectionId>) -> bool {
+        let joined = self
+            .queue
+            .back_mut()
+            .is_some_and(|tail| tail.try_append(data, target));
+        if joined {
+            self.count(data.len());
+        }
+        joined
+    }
+
     fn push(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
         self.queue.push_back(TxMsg {
             parts,
