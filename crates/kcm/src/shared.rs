@@ -7,7 +7,7 @@
 //! Locks, always taken in this order: a connection's `rx` → an endpoint's poll descriptor →
 //! `state` (the sans-IO [`MuxCore`]) → the `conns`/`eps` maps. No syscall that can block is
 //! made under `state`; socket reads and writes happen outside it, and their results are fed
-//! back in (`rx_pass`, `handle_transmit`). Whatever the core asks for afterwards
+//! back in (`rx_pass_runs`, `handle_transmit`). Whatever the core asks for afterwards
 //! ([`Event`]s) is acted on by [`Shared::dispatch`] with no lock held.
 
 use std::collections::HashMap;
@@ -391,7 +391,7 @@ impl Shared {
         prefer: Option<EndpointId>,
         events: &mut Vec<Event>,
     ) {
-        let mut msgs = Vec::new();
+        let mut runs = Vec::new();
         loop {
             if rx.done || io.is_paused() || io.unattaching.load(Ordering::Acquire) {
                 return;
@@ -432,13 +432,13 @@ impl Shared {
             rx.strp.handle_recv(n, Instant::now());
             // The messages before a failure in the stream are delivered all the same (as the
             // kernel does), after the connection is stopped.
-            if let Err(e) = rx.strp.next_messages(&mut msgs) {
+            if let Err(e) = rx.strp.next_runs(&mut runs) {
                 self.stop_rx(io, rx);
                 self.log_event(io.id, ConnectionEventKind::ParserError(e));
             }
-            if !msgs.is_empty() {
+            if !runs.is_empty() {
                 let mut st = self.lock();
-                let out = st.core.rx_pass(io.id, msgs.drain(..), prefer);
+                let out = st.core.rx_pass_runs(io.id, runs.drain(..), prefer);
                 if out.parked > 0 {
                     io.paused.store(true, Ordering::Release);
                 }

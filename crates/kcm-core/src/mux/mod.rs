@@ -36,6 +36,7 @@
 
 mod rx;
 mod rx_batch;
+mod rx_queue;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -152,7 +153,7 @@ pub(crate) struct RxMsg {
 
 pub(crate) struct Ep {
     // Receive side (§5.1).
-    pub(crate) rx: VecDeque<RxMsg>,
+    pub(crate) rx: rx_queue::RxQueue,
     pub(crate) rx_mem: usize,
     pub(crate) rcvbuf: usize,
     pub(crate) rcvlowat: usize,
@@ -256,7 +257,7 @@ impl MuxCore {
         let i = lowest_free(&mut self.eps);
         let idx = u32::try_from(i).map_err(|_| MuxError::TooMany)?;
         self.eps[i] = Some(Ep {
-            rx: VecDeque::new(),
+            rx: rx_queue::RxQueue::default(),
             rx_mem: 0,
             rcvbuf: DEFAULT_BUF,
             rcvlowat: 1,
@@ -299,7 +300,8 @@ impl MuxCore {
             // Mux destruction loses the hold queue (§3.4 step 5).
             self.hold.clear();
         } else {
-            self.requeue(e.rx);
+            let mut e = e;
+            self.requeue(e.rx.take_all());
         }
         Ok(last)
     }

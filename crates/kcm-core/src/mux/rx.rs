@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::{ConnectionId, EndpointId, Event, Kind, MuxCore, MuxError, RxMsg};
+use crate::run::MsgRun;
 
 /// What one receive call took off an endpoint's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,32 @@ impl MuxCore {
         msgs: impl IntoIterator<Item = Bytes>,
         prefer: Option<EndpointId>,
     ) -> PassOutcome {
+        self.rx_pass_runs(conn, msgs.into_iter().map(MsgRun::one), prefer)
+    }
+
+    /// [`rx_pass`](Self::rx_pass) for a pass given as runs of messages (as
+    /// [`StrParser::next_runs`](crate::StrParser::next_runs) gives them): exactly the same
+    /// steering, counting and parking, message by message, as `rx_pass` with the runs'
+    /// messages in order, but a run (or the part of it one endpoint takes) is queued whole.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use kcm_core::mux::{Kind, MuxCore};
+    /// use kcm_core::MsgRun;
+    ///
+    /// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+    /// let conn = mux.attach();
+    /// let run = MsgRun::new(Bytes::from_static(b"\x02ab\x01c"), vec![3, 2], 1);
+    /// assert_eq!(mux.rx_pass_runs(conn, [run], None).delivered, 2);
+    /// assert_eq!(mux.rx_queued(ep), Some((2, 3)));
+    /// assert_eq!(&mux.recv(ep, 100, false).unwrap().data[..], b"ab");
+    /// ```
+    pub fn rx_pass_runs(
+        &mut self,
+        conn: ConnectionId,
+        runs: impl IntoIterator<Item = MsgRun>,
+        prefer: Option<EndpointId>,
+    ) -> PassOutcome {
         let mut out = PassOutcome::default();
         // An unattached connection delivers nothing, even while a writer still holds it.
         let Some(c) = self.conn(conn).filter(|c| !c.done) else {
@@ -60,24 +87,26 @@ impl MuxCore {
                 target = Some(p.0);
             }
         }
-        let mut msgs = msgs.into_iter();
-        let mut next = msgs.next();
-        while !paused && next.is_some() {
-            match self
-                .steer(&mut target)
-                .map(|t| self.fill(t, conn, &mut next, &mut msgs))
-            {
-                // `steer` answers an endpoint only when `fill` will take at least `next`
-                // there (one admission rule for both); parking is the safe way never to go
-                // round without progress all the same.
+        let mut runs = runs.into_iter();
+        let mut cur = runs.next().map(Cursor::new);
+        while !paused {
+            let Some(at) = cur.as_mut() else { break };
+            match self.steer(&mut target).map(|t| self.fill(t, conn, at)) {
+                // `steer` answers an endpoint only when `fill` will take at least the next
+                // message there (one admission rule for both); parking is the safe way never
+                // to go round without progress all the same.
                 Some(0) | None => paused = true,
                 Some(n) => out.delivered += n,
+            }
+            if cur.as_ref().is_some_and(Cursor::is_done) {
+                cur = runs.next().map(Cursor::new);
             }
         }
         // No endpoint can take the rest: parked, in order, and the connection paused.
         let newly_ready = match self.conn_mut(conn) {
             Some(c) => {
-                for data in next.into_iter().chain(msgs) {
+                let rest = cur.into_iter().flat_map(Cursor::into_rest);
+                for data in rest.chain(runs.flat_map(MsgRun::into_messages)) {
                     c.parked.push_back(data);
                     out.parked += 1;
                 }
@@ -118,7 +147,7 @@ impl MuxCore {
             });
         }
         let read = if n == full_len {
-            let m = e.rx.pop_front()?;
+            let m = e.rx.pop()?;
             e.rx_mem -= full_len;
             RecvRead {
                 data: m.data,
@@ -128,7 +157,7 @@ impl MuxCore {
                 full_len,
             }
         } else if kind == Kind::Datagram {
-            let m = e.rx.pop_front()?;
+            let m = e.rx.pop()?;
             e.rx_mem -= full_len;
             RecvRead {
                 data: m.data.slice(..n),
@@ -173,7 +202,7 @@ impl MuxCore {
         }
         e.disabled = disable;
         if disable {
-            let msgs = std::mem::take(&mut e.rx);
+            let msgs = e.rx.take_all();
             e.rx_mem = 0;
             self.set_rx_wait(ep.0, false);
             self.rx_eligible.retain(|&x| x != ep.0);
@@ -241,18 +270,16 @@ impl MuxCore {
                 continue;
             };
             let conn = c.id;
-            // Its parked messages go over as one run while there is room; the first that does
-            // not fit goes back to the head.
+            // Its parked messages go over while there is room; the first that does not fit
+            // goes back to the head.
             let mut parked = std::mem::take(&mut c.parked);
-            let mut next = parked.pop_front();
-            self.fill(
-                ei,
-                conn,
-                &mut next,
-                &mut std::iter::from_fn(|| parked.pop_front()),
-            );
-            if let Some(data) = next {
-                parked.push_front(data);
+            while let Some(data) = parked.pop_front() {
+                // `fill` admits a message exactly when the endpoint has room.
+                if !self.ep_has_room(ei) {
+                    parked.push_front(data);
+                    break;
+                }
+                self.fill(ei, conn, &mut Cursor::new(MsgRun::one(data)));
             }
             let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
                 break;
@@ -294,42 +321,42 @@ impl MuxCore {
         let len = m.data.len();
         let was_empty = e.rx.is_empty();
         e.rx_mem += len;
-        e.rx.push_back(m);
+        e.rx.push(m);
         if was_empty {
             self.events.push_back(Event::Readable(EndpointId(ei)));
         }
     }
 
-    /// Queues messages from connection `conn` (`next`, then `rest`: a pass, or what it
-    /// parked) on endpoint `ei` while it has room, with one endpoint lookup for the run: the
-    /// admission rule is checked before each message (§5.1), `Readable` comes only for the
-    /// first message into an empty queue, and the mux counts each message, this being the
-    /// first time it reaches an endpoint (a later requeue moves it without counting it
-    /// again). Leaves the first message that did not fit in `next`; returns how many it
-    /// queued.
-    fn fill(
-        &mut self,
-        ei: u32,
-        conn: ConnectionId,
-        next: &mut Option<Bytes>,
-        rest: &mut impl Iterator<Item = Bytes>,
-    ) -> usize {
+    /// Queues messages of connection `conn` from `at` (a pass, or a message it parked) on
+    /// endpoint `ei` while it has room, with one endpoint lookup for the run: the admission
+    /// rule is checked before each message (§5.1), `Readable` comes only for the first message
+    /// into an empty queue, and the mux counts each message, this being the first time it
+    /// reaches an endpoint (a later requeue moves it without counting it again). What it takes
+    /// goes on the queue as one run; `at` is left at the first message that did not fit.
+    /// Returns how many it queued.
+    fn fill(&mut self, ei: u32, conn: ConnectionId, at: &mut Cursor) -> usize {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return 0;
         };
         let was_empty = e.rx.is_empty();
-        let (mut n, mut bytes) = (0, 0);
+        let lens = at.run.lens();
+        let (mut i, mut off, mut bytes) = (at.next, at.off, 0);
         // The admission rule of `ep_has_room`, checked before each message (§5.1).
-        while !e.disabled && e.rx_mem < e.rcvbuf {
-            let Some(data) = next.take() else {
-                break;
-            };
-            e.rx_mem += data.len();
-            bytes += data.len() as u64;
-            n += 1;
-            e.rx.push_back(RxMsg { data, conn });
-            *next = rest.next();
+        while !e.disabled && e.rx_mem < e.rcvbuf && i < lens.len() {
+            let size = at.run.size(lens[i]);
+            e.rx_mem += size;
+            bytes += size as u64;
+            off += lens[i];
+            i += 1;
         }
+        let n = i - at.next;
+        if n == lens.len() {
+            // The whole run: queued as it is.
+            e.rx.push_run(conn, std::mem::take(&mut at.run));
+        } else if n > 0 {
+            e.rx.push_run(conn, at.run.part(at.next, i, at.off));
+        }
+        (at.next, at.off) = (i, off);
         if was_empty && n > 0 {
             self.events.push_back(Event::Readable(EndpointId(ei)));
         }
@@ -362,5 +389,33 @@ impl MuxCore {
         if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
             e.rx_wait = on;
         }
+    }
+}
+
+/// A pass's run as it is handed out: its messages from the `next`-th on, which starts `off`
+/// bytes into its buffer.
+struct Cursor {
+    run: MsgRun,
+    next: usize,
+    off: usize,
+}
+
+impl Cursor {
+    fn new(run: MsgRun) -> Cursor {
+        Cursor {
+            run,
+            next: 0,
+            off: 0,
+        }
+    }
+
+    /// Every message has gone to an endpoint.
+    fn is_done(&self) -> bool {
+        self.next >= self.run.len()
+    }
+
+    /// The messages not handed out, in order.
+    fn into_rest(self) -> impl Iterator<Item = Bytes> {
+        self.run.into_messages_from(self.next, self.off)
     }
 }

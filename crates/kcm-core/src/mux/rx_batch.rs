@@ -68,22 +68,22 @@ impl MuxCore {
 /// memory below the low-water mark; updates the counters once. Returns how many it took and
 /// whether it stopped below the mark.
 fn take_run(e: &mut Ep, max: usize, f: &mut impl FnMut(Bytes, ConnectionId)) -> (usize, bool) {
-    let (mut n, mut bytes) = (0, 0);
-    let mut low = false;
-    while n < max {
-        let Some(m) = e.rx.pop_front() else {
-            break;
-        };
-        e.rx_mem -= m.data.len();
-        bytes += m.data.len() as u64;
-        n += 1;
-        f(m.data, m.conn);
-        if e.rx_mem < e.rcvlowat {
-            low = true;
-            break;
-        }
-    }
-    e.stats.rx_msgs += n as u64;
-    e.stats.rx_bytes += bytes;
+    let (mut bytes, mut low) = (0, false);
+    let Ep {
+        rx,
+        rx_mem,
+        rcvlowat,
+        stats,
+        ..
+    } = e;
+    let n = rx.take(max, |data, conn| {
+        *rx_mem -= data.len();
+        bytes += data.len() as u64;
+        f(data, conn);
+        low = *rx_mem < *rcvlowat;
+        !low
+    });
+    stats.rx_msgs += n as u64;
+    stats.rx_bytes += bytes;
     (n, low)
 }

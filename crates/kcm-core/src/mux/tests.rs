@@ -134,7 +134,7 @@ fn check_rx(mux: &MuxCore) {
             );
             continue;
         };
-        let sum: usize = e.rx.iter().map(|m| m.data.len()).sum();
+        let sum: usize = e.rx.iter().map(|(data, _)| data.len()).sum();
         assert_eq!(
             e.rx_mem, sum,
             "endpoint {i}: rx_mem is the sum of queued lengths"

@@ -6,6 +6,7 @@ use bytes::{Buf, Bytes};
 
 use super::{MsgState, StrError, StrParser};
 use crate::parser::Parse;
+use crate::run::MsgRun;
 
 /// Most messages one scan records before the buffer is split. The record lives on the stack,
 /// so a connection keeps no memory for it whatever the message sizes; a longer run of
@@ -74,13 +75,44 @@ impl StrParser {
     /// assert_eq!(sp.stats().msgs, 3);
     /// ```
     pub fn next_messages(&mut self, out: &mut Vec<Bytes>) -> Result<usize, StrError> {
-        let before = out.len();
+        self.drain_into(out)
+    }
+
+    /// [`next_messages`](Self::next_messages), with the messages appended as runs: each run of
+    /// whole messages found at the head of the buffer as one [`MsgRun`] (one buffer and its
+    /// message lengths, no `Bytes` per message yet), anything the general path delivers (the
+    /// end of a message that straddled reads, a message found after a skip) as a run of one.
+    /// The same messages, in the same order, with the same effects; returns how many.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use kcm_core::{presets, StrConfig, StrParser};
+    ///
+    /// let mut sp = StrParser::new(Arc::new(presets::thrift()), StrConfig::default());
+    /// let input = [0, 0, 0, 1, b'a', 0, 0, 0, 2, b'b', b'c', 0, 0];
+    /// sp.recv_buf().extend_from_slice(&input);
+    /// sp.handle_recv(input.len(), Instant::now());
+    /// let mut runs = Vec::new();
+    /// assert_eq!(sp.next_runs(&mut runs), Ok(2));
+    /// assert_eq!(runs.len(), 1, "both messages in one run");
+    /// let msgs: Vec<_> = runs.pop().unwrap().into_messages().collect();
+    /// assert_eq!(msgs, [&[0, 0, 0, 1, b'a'][..], &[0, 0, 0, 2, b'b', b'c'][..]]);
+    /// ```
+    pub fn next_runs(&mut self, out: &mut Vec<MsgRun>) -> Result<usize, StrError> {
+        self.drain_into(out)
+    }
+
+    /// The walk of `next_messages` and `next_runs`, appending to either.
+    fn drain_into(&mut self, out: &mut impl Sink) -> Result<usize, StrError> {
+        let mut count = 0;
         loop {
             // Fast path: whole messages at the head of the buffer, found without splitting it.
             let mut answered = None;
             while self.at_boundary() {
                 let run = self.scan();
                 self.take_run(&run, out);
+                count += run.n;
                 if run.n < RUN {
                     answered = run.stop;
                     break;
@@ -91,8 +123,11 @@ impl StrParser {
             // from the answer that stopped the scan, if any, so the parser is shown each view
             // exactly as often as `next_message` shows it. After a message, back to the scan.
             match self.next_message_answered(answered) {
-                Ok(Some(m)) => out.push(m),
-                Ok(None) => return Ok(out.len() - before),
+                Ok(Some(m)) => {
+                    out.one(m);
+                    count += 1;
+                }
+                Ok(None) => return Ok(count),
                 Err(e) => return Err(e),
             }
         }
@@ -119,10 +154,10 @@ impl StrParser {
         Run { lens, n, stop }
     }
 
-    /// Delivers the messages of a scan: one split of the buffer, then a slice per message.
+    /// Delivers the messages of a scan: one split of the buffer, handed to `out` whole.
     /// Ending the last message is all that ending each in turn would leave behind (the next
     /// message's start and its timer, armed at the latest receive if its bytes are here).
-    fn take_run(&mut self, run: &Run, out: &mut Vec<Bytes>) {
+    fn take_run(&mut self, run: &Run, out: &mut impl Sink) {
         if run.n == 0 {
             return;
         }
@@ -131,19 +166,56 @@ impl StrParser {
         let chunk = self.buf.split_to(end).freeze();
         self.start += end as u64;
         self.stats.msgs += run.n as u64;
-        // Room for the run at once, not a doubling per push (the runtime's vector is new for
-        // each drive of a connection).
-        out.reserve(run.n);
+        out.run(chunk, lens, self.strip_prefix);
+        self.end_message();
+    }
+}
+
+/// Where a drain of the stream parser puts what it finds.
+trait Sink {
+    /// Whole messages back to back in `chunk`, of the lengths `lens`, each to be stripped of
+    /// its first `strip` bytes.
+    fn run(&mut self, chunk: Bytes, lens: &[usize], strip: usize);
+    /// One message, as it is.
+    fn one(&mut self, m: Bytes);
+}
+
+/// A message each.
+impl Sink for Vec<Bytes> {
+    fn run(&mut self, chunk: Bytes, lens: &[usize], strip: usize) {
+        // Room for the run at once, not a doubling per push.
+        self.reserve(lens.len());
         let mut off = 0;
         for &len in lens {
             // Sliced whole, then stripped, as `next_message` does: a message stripped to
             // nothing still holds its share of the buffer (an empty slice would not), so the
             // buffer is reclaimed at the same moment either way.
             let mut msg = chunk.slice(off..off + len);
-            msg.advance(self.strip_prefix.min(len));
-            out.push(msg);
+            msg.advance(strip.min(len));
+            self.push(msg);
             off += len;
         }
-        self.end_message();
+    }
+
+    fn one(&mut self, m: Bytes) {
+        self.push(m);
+    }
+}
+
+/// A run each.
+impl Sink for Vec<MsgRun> {
+    fn run(&mut self, chunk: Bytes, lens: &[usize], strip: usize) {
+        self.push(if let [_] = lens {
+            // One message: no list of lengths to allocate.
+            let mut msg = chunk;
+            msg.advance(strip.min(msg.len()));
+            MsgRun::one(msg)
+        } else {
+            MsgRun::new(chunk, lens.to_vec(), strip)
+        });
+    }
+
+    fn one(&mut self, m: Bytes) {
+        self.push(MsgRun::one(m));
     }
 }

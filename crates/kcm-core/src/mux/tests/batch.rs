@@ -1,5 +1,6 @@
-//! The batch paths against one message at a time: [`MuxCore::rx_pass`] and `rcv_ready`
-//! against the per-message delivery they replaced (kept here as the reference), and
+//! The batch paths against one message at a time: [`MuxCore::rx_pass_runs`] (passes as runs of
+//! messages, queued as runs) and `rcv_ready` against the per-message delivery they replaced
+//! (kept here as the reference), and
 //! [`MuxCore::recv_many`] against repeated whole [`MuxCore::recv`] calls. Two muxes are
 //! driven through the same random operations, one each way, and must stay identical:
 //! what was taken, events, counters, queues, eligibility, parked and held messages.
@@ -8,6 +9,7 @@ use proptest::prelude::prop;
 use proptest::prelude::*;
 
 use super::*;
+use crate::MsgRun;
 
 mod reference;
 
@@ -43,7 +45,7 @@ fn rx_state(mux: &MuxCore) -> RxState {
         .iter()
         .map(|e| {
             e.as_ref().map(|e| {
-                let q = e.rx.iter().map(|m| (m.data.clone(), m.conn)).collect();
+                let q = e.rx.iter().collect();
                 (
                     q, e.rx_mem, e.rcvbuf, e.rcvlowat, e.disabled, e.rx_wait, e.stats,
                 )
@@ -74,10 +76,15 @@ enum Op {
     Unattach(usize),
     AddEndpoint,
     CloseEndpoint(usize),
+    /// A pass of messages of these lengths; the batch side gets it as runs (a new run after
+    /// each message whose `cuts` entry is true), each message behind `strip` bytes that the
+    /// run strips.
     RxPass {
         conn: usize,
         lens: Vec<usize>,
         prefer: Option<usize>,
+        cuts: Vec<bool>,
+        strip: usize,
     },
     Recv {
         ep: usize,
@@ -106,8 +113,16 @@ fn op() -> impl Strategy<Value = Op> {
             0..8usize,
             prop::collection::vec(prop_oneof![1 => Just(0usize), 9 => 1..40usize], 0..12),
             prop::option::of(0..9usize),
+            prop::collection::vec(prop::bool::weighted(0.3), 12),
+            prop_oneof![3 => Just(0usize), 1 => 1..5usize],
         )
-            .prop_map(|(conn, lens, prefer)| Op::RxPass { conn, lens, prefer }),
+            .prop_map(|(conn, lens, prefer, cuts, strip)| Op::RxPass {
+                conn,
+                lens,
+                prefer,
+                cuts,
+                strip,
+            }),
         2 => (0..8usize, 0..48usize, prop::bool::weighted(0.2))
             .prop_map(|(ep, max, peek)| Op::Recv { ep, max, peek }),
         5 => (0..8usize, prop_oneof![0..4usize, 4..20usize, Just(usize::MAX)])
@@ -183,7 +198,9 @@ impl Pair {
                 conn,
                 ref lens,
                 prefer,
-            } => self.rx_pass(conn, lens, prefer),
+                ref cuts,
+                strip,
+            } => self.rx_pass(conn, lens, prefer, cuts, strip),
             Op::Recv { ep, max, peek } => {
                 let ep = self.ep(ep);
                 assert_eq!(self.a.recv(ep, max, peek), self.b.recv(ep, max, peek));
@@ -215,7 +232,14 @@ impl Pair {
         self.check();
     }
 
-    fn rx_pass(&mut self, conn: usize, lens: &[usize], prefer: Option<usize>) {
+    fn rx_pass(
+        &mut self,
+        conn: usize,
+        lens: &[usize],
+        prefer: Option<usize>,
+        cuts: &[bool],
+        strip: usize,
+    ) {
         let Some(c) = self.conn(conn) else {
             return;
         };
@@ -227,8 +251,9 @@ impl Pair {
                 m(self.next_body, len)
             })
             .collect();
-        let one = rx_pass_one_by_one(&mut self.a, c, msgs.clone(), prefer);
-        assert_eq!(one, self.b.rx_pass(c, msgs, prefer), "pass outcome");
+        let runs = as_runs(&msgs, cuts, strip);
+        let one = rx_pass_one_by_one(&mut self.a, c, msgs, prefer);
+        assert_eq!(one, self.b.rx_pass_runs(c, runs, prefer), "pass outcome");
     }
 
     fn check(&mut self) {
@@ -239,6 +264,27 @@ impl Pair {
         check_invariants(&self.a);
         check_invariants(&self.b);
     }
+}
+
+/// `msgs` as runs: a new run after each message whose `cuts` entry is true, every message
+/// behind `strip` bytes of header that the run strips.
+fn as_runs(msgs: &[Bytes], cuts: &[bool], strip: usize) -> Vec<MsgRun> {
+    let mut runs = Vec::new();
+    let (mut data, mut lens) = (Vec::new(), Vec::new());
+    for (i, msg) in msgs.iter().enumerate() {
+        data.extend(std::iter::repeat_n(0xee, strip));
+        data.extend_from_slice(msg);
+        lens.push(strip + msg.len());
+        if cuts.get(i).copied().unwrap_or(false) || i + 1 == msgs.len() {
+            let lens = std::mem::take(&mut lens);
+            runs.push(MsgRun::new(
+                Bytes::from(std::mem::take(&mut data)),
+                lens,
+                strip,
+            ));
+        }
+    }
+    runs
 }
 
 proptest! {
@@ -271,6 +317,8 @@ fn pass(conn: usize, lens: &[usize]) -> Op {
         conn,
         lens: lens.to_vec(),
         prefer: None,
+        cuts: Vec::new(),
+        strip: 0,
     }
 }
 
@@ -373,6 +421,8 @@ fn a_long_pass_fills_endpoints_in_turn_with_one_wake_up_each() {
             conn: 0,
             lens: vec![10; 12],
             prefer: Some(1),
+            cuts: vec![false, false, false, true],
+            strip: 2,
         },
         Op::RecvMany { ep: 1, max: 2 },
         pass(0, &[10, 10]),

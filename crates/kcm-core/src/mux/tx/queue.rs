@@ -148,8 +148,9 @@ impl TxMsg {
     /// entry a small message or a run still growing, the result within [`RUN_MAX`]. A lone
     /// message becomes a run only when a second one joins it, so a message sent on its own
     /// stays zero-copy. Appending behind bytes that a transmit may already be writing is
-    /// safe: the entry's bytes before the new ones do not change.
-    #[inline]
+    /// safe: the entry's bytes before the new ones do not change. Always inlined: it is most
+    /// of the cost of queuing a small reply, and a call costs a third more.
+    #[inline(always)]
     fn try_append(&mut self, data: &[u8], target: Option<ConnectionId>) -> bool {
         if self.target != target || self.len + data.len() > RUN_MAX {
             return false;

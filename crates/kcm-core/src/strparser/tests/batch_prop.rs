@@ -1,6 +1,6 @@
-//! `next_messages` against `next_message` on random streams, arrivals and interventions: the
-//! batch must be indistinguishable from draining one message at a time (messages, counters,
-//! timer, buffers, errors, the views the parser is shown).
+//! `next_messages` and `next_runs` against `next_message` on random streams, arrivals and
+//! interventions: the batch must be indistinguishable from draining one message at a time
+//! (messages, counters, timer, buffers, errors, the views the parser is shown).
 
 use proptest::prelude::*;
 
@@ -135,9 +135,24 @@ impl Side {
         self.results.push(r);
     }
 
+    /// Drains with `next_messages`, or every other time with `next_runs` (whose runs are then
+    /// cut into their messages at once).
     fn drain_batch(&mut self) {
         let before = self.msgs.len();
-        let r = self.sp.next_messages(&mut self.msgs);
+        let r = if self.results.len() % 2 == 0 {
+            self.sp.next_messages(&mut self.msgs)
+        } else {
+            let mut runs = Vec::new();
+            let r = self.sp.next_runs(&mut runs);
+            let n: usize = runs.iter().map(|r| r.len()).sum();
+            assert!(
+                r.as_ref().map_or(true, |&got| got == n),
+                "runs hold the count"
+            );
+            self.msgs
+                .extend(runs.into_iter().flat_map(|r| r.into_messages()));
+            r
+        };
         if let Ok(n) = r {
             assert_eq!(n, self.msgs.len() - before, "the count returned");
         }

@@ -52,7 +52,7 @@ impl Harness {
         let mux = &self.mux;
         let mut in_core = Vec::new();
         for e in mux.eps.iter().flatten() {
-            in_core.extend(e.rx.iter().map(|m| self.trace(&m.data).0));
+            in_core.extend(e.rx.iter().map(|(data, _)| self.trace(&data).0));
         }
         let mut parked = 0;
         for c in mux.conns.iter().flatten() {

@@ -1,0 +1,174 @@
+//! [`MsgRun`]: whole messages back to back in one buffer, the unit in which a read pass travels
+//! from the stream parser ([`StrParser::next_runs`](crate::StrParser::next_runs)) to the
+//! multiplexor ([`MuxCore::rx_pass_runs`](crate::mux::MuxCore::rx_pass_runs)) and waits on an
+//! endpoint's queue.
+//!
+//! A pipelined read pass holds dozens of small messages. Handing each over as its own `Bytes`
+//! cost a reference count, a queue entry and several moves per message on the way in and again
+//! on the way out; a run is one buffer and a list of lengths, and a message's own `Bytes` is cut
+//! from it only when a receiver takes it.
+
+use bytes::{Buf, Bytes};
+
+/// Whole messages back to back in one buffer.
+///
+/// Message `i` is the `lens[i]` bytes that follow the messages before it in the buffer, minus
+/// its first `strip` bytes ([`Parser::strip_prefix`](crate::Parser::strip_prefix); a message
+/// shorter than that is stripped to nothing). A run of one message costs no allocation.
+///
+/// ```
+/// use bytes::Bytes;
+/// use kcm_core::MsgRun;
+///
+/// let run = MsgRun::new(Bytes::from_static(b"\x02ab\x01c"), vec![3, 2], 1);
+/// assert_eq!(run.len(), 2);
+/// assert_eq!(run.message_bytes(), 3);
+/// let msgs: Vec<Bytes> = run.into_messages().collect();
+/// assert_eq!(msgs, [&b"ab"[..], b"c"]);
+/// assert_eq!(MsgRun::one(Bytes::from_static(b"xyz")).len(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MsgRun {
+    data: Bytes,
+    lens: Lens,
+    strip: usize,
+}
+
+/// The lengths of a run's messages: one without an allocation.
+#[derive(Debug, Clone)]
+enum Lens {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+/// An empty run (no message).
+impl Default for MsgRun {
+    fn default() -> MsgRun {
+        MsgRun {
+            data: Bytes::new(),
+            lens: Lens::Many(Vec::new()),
+            strip: 0,
+        }
+    }
+}
+
+impl MsgRun {
+    /// A run of the messages of `lens` laid back to back in `data`, each stripped of its first
+    /// `strip` bytes when it is taken.
+    ///
+    /// # Panics
+    /// If the lengths add up to more than `data` holds.
+    pub fn new(data: Bytes, lens: Vec<usize>, strip: usize) -> MsgRun {
+        let total = lens.iter().try_fold(0usize, |a, &l| a.checked_add(l));
+        assert!(
+            total.is_some_and(|t| t <= data.len()),
+            "message lengths beyond the run's buffer"
+        );
+        MsgRun {
+            data,
+            lens: Lens::Many(lens),
+            strip,
+        }
+    }
+
+    /// A run of one message, as it is (nothing to strip).
+    pub fn one(msg: Bytes) -> MsgRun {
+        MsgRun {
+            lens: Lens::One(msg.len()),
+            data: msg,
+            strip: 0,
+        }
+    }
+
+    /// The number of messages.
+    pub fn len(&self) -> usize {
+        self.lens().len()
+    }
+
+    /// Whether the run holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The messages' bytes once stripped (what a receiver gets, and what a receive queue
+    /// counts).
+    pub fn message_bytes(&self) -> usize {
+        self.lens().iter().map(|&l| self.size(l)).sum()
+    }
+
+    /// The messages, in order.
+    pub fn into_messages(self) -> impl Iterator<Item = Bytes> {
+        self.into_messages_from(0, 0)
+    }
+
+    /// The messages from the `next`-th on, which starts `off` bytes into the buffer.
+    pub(crate) fn into_messages_from(
+        self,
+        next: usize,
+        mut off: usize,
+    ) -> impl Iterator<Item = Bytes> {
+        (next..self.len()).map(move |i| {
+            let len = self.lens()[i];
+            let m = self.message(off, len);
+            off += len;
+            m
+        })
+    }
+
+    /// Each message's length in the buffer, before stripping.
+    pub(crate) fn lens(&self) -> &[usize] {
+        match &self.lens {
+            Lens::One(l) => std::slice::from_ref(l),
+            Lens::Many(v) => v,
+        }
+    }
+
+    /// A message of `len` bytes in the buffer once stripped.
+    #[inline]
+    pub(crate) fn size(&self, len: usize) -> usize {
+        len - self.strip.min(len)
+    }
+
+    /// The message that starts `off` bytes into the buffer and is `len` bytes long there.
+    #[inline]
+    pub(crate) fn message(&self, off: usize, len: usize) -> Bytes {
+        // Sliced whole, then stripped: a message stripped to nothing still holds its share of
+        // the buffer (an empty slice would not), so the buffer is reclaimed when the last
+        // message cut from it goes, however they were stripped. A run of one message that was
+        // already stripped to nothing is the same: its empty view still holds the buffer.
+        if len == 0 {
+            let mut m = self.data.clone();
+            m.advance(m.len());
+            return m;
+        }
+        let mut m = self.data.slice(off..off + len);
+        m.advance(self.strip.min(len));
+        m
+    }
+
+    /// The first message: for a run made by [`MsgRun::one`], the very `Bytes` it was given
+    /// (no new reference to the buffer).
+    pub(crate) fn into_only(self) -> Bytes {
+        match self.lens {
+            Lens::One(len) if self.strip == 0 && len == self.data.len() => self.data,
+            _ => {
+                let len = self.lens().first().copied().unwrap_or(0);
+                self.message(0, len)
+            }
+        }
+    }
+
+    /// The messages `from..to` of this run (starting `off` bytes in) as a run of their own.
+    pub(crate) fn part(&self, from: usize, to: usize, off: usize) -> MsgRun {
+        let lens = &self.lens()[from..to];
+        if let [len] = lens {
+            return MsgRun::one(self.message(off, *len));
+        }
+        let end = off + lens.iter().sum::<usize>();
+        MsgRun {
+            data: self.data.slice(off..end),
+            lens: Lens::Many(lens.to_vec()),
+            strip: self.strip,
+        }
+    }
+}
