@@ -111,7 +111,7 @@ impl RxQueue {
         mut f: impl FnMut(Bytes, ConnectionId) -> bool,
     ) -> usize {
         let mut n = 0;
-        'entries: while n < max {
+        while n < max {
             let Some(front) = self.entries.front_mut() else {
                 break;
             };
@@ -132,23 +132,26 @@ impl RxQueue {
                     next,
                     off,
                 } => {
-                    let lens = run.lens();
-                    while n < max && *next < lens.len() {
-                        let len = lens[*next];
-                        let data = run.message(*off, len);
-                        *next += 1;
-                        *off += len;
-                        n += 1;
-                        self.msgs -= 1;
+                    // Where the run stands, in locals for the loop: written back once.
+                    let (lens, first) = (run.lens(), *next);
+                    let (mut i, mut at) = (first, *off);
+                    let mut stop = false;
+                    while n < max && i < lens.len() {
+                        let len = lens[i];
+                        let data = run.message(at, len);
+                        (i, at, n) = (i + 1, at + len, n + 1);
                         if !f(data, *conn) {
-                            if *next == lens.len() {
-                                self.entries.pop_front();
-                            }
-                            break 'entries;
+                            stop = true;
+                            break;
                         }
                     }
-                    if *next == lens.len() {
+                    self.msgs -= i - first;
+                    (*next, *off) = (i, at);
+                    if i == lens.len() {
                         self.entries.pop_front();
+                    }
+                    if stop {
+                        break;
                     }
                 }
             }

@@ -198,21 +198,11 @@ impl MuxCore {
             // above found cannot change while this call holds the mux, except the buffer
             // filling: the messages after this one for the same destination only need room
             // there and in the run at the tail (about a third of the cost of a small reply).
-            for (next, data) in msgs.by_ref() {
-                let len = data.as_ref().len();
-                let fits = next == target
-                    && len != 0
-                    && len <= COALESCE_MAX
-                    && !data.is_shared()
-                    && e.tx.queued_bytes < e.tx.sndbuf;
-                if !fits || !e.tx.append_to_tail(data.as_ref(), target) {
-                    pending = Some((next, data));
-                    break;
-                }
-                e.stats.tx_bytes += len as u64;
-                e.stats.tx_msgs += 1;
-                sent += 1;
-            }
+            let (n, bytes, rest) = e.tx.extend_tail_run(target, msgs);
+            e.stats.tx_bytes += bytes as u64;
+            e.stats.tx_msgs += n as u64;
+            sent += n;
+            pending = rest;
         }
         // The last message went without MSG_BATCH, or a full buffer flushes the batch before
         // the caller blocks (§2.2); after another refusal, what was accepted goes out too.

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::super::{ConnectionId, DEFAULT_BUF};
+use super::MsgData;
 
 /// Messages up to this long are copied into a run instead of being queued on their own (the
 /// same bound under which a transmit copies slices rather than giving each an iovec).
@@ -337,18 +338,58 @@ impl EpTx {
         self.count(data.len());
     }
 
-    /// Appends a small whole message to the run at the tail if it can hold it (see
-    /// [`TxMsg::try_append`]), counting it; whether it did.
-    #[inline]
-    pub(super) fn append_to_tail(&mut self, data: &[u8], target: Option<ConnectionId>) -> bool {
-        let joined = self
-            .queue
-            .back_mut()
-            .is_some_and(|tail| tail.try_append(data, target));
-        if joined {
-            self.count(data.len());
+    /// Copies the messages that come next in `msgs` onto the run at the tail while each is a
+    /// small whole message for `target` given to be copied, the run has room for it and the
+    /// send buffer is not full; counts them. Returns how many and their bytes, and the first
+    /// message it did not take. The caller has just queued a message for `target` by copy, so
+    /// the tail is that message's run; one lookup of it serves the whole loop.
+    pub(super) fn extend_tail_run<I, D>(
+        &mut self,
+        target: Option<ConnectionId>,
+        msgs: &mut I,
+    ) -> (usize, usize, Option<(Option<ConnectionId>, D)>)
+    where
+        I: Iterator<Item = (Option<ConnectionId>, D)>,
+        D: MsgData,
+    {
+        let Some(tail) = self.queue.back_mut().filter(|t| t.target == target) else {
+            return (0, 0, None);
+        };
+        let Parts::Run(Run {
+            data: RunData::Open(buf),
+            ends,
+        }) = &mut tail.parts
+        else {
+            return (0, 0, None);
+        };
+        let (mut n, mut bytes, mut rest) = (0, 0, None);
+        let mut end = tail.len;
+        for (next, data) in msgs.by_ref() {
+            let d = data.as_ref();
+            let fits = next == target
+                && !d.is_empty()
+                && d.len() <= COALESCE_MAX
+                && !data.is_shared()
+                && self.queued_bytes + bytes < self.sndbuf
+                && end + d.len() <= RUN_MAX;
+            if !fits {
+                rest = Some((next, data));
+                break;
+            }
+            buf.extend_from_slice(d);
+            end += d.len();
+            ends.push(end as u32);
+            n += 1;
+            bytes += d.len();
         }
-        joined
+        tail.len = end;
+        self.queued_bytes += bytes;
+        self.queued_msgs += n;
+        // As `count` would have said after the last of them.
+        if n > 0 && self.queued_bytes >= self.sndbuf {
+            self.blocked = true;
+        }
+        (n, bytes, rest)
     }
 
     fn push(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
