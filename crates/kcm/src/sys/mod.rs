@@ -132,11 +132,24 @@ pub(crate) fn peek(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// Writes the slices in order with one `sendmsg`, without blocking and without SIGPIPE.
 pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[Bytes]) -> io::Result<usize> {
     const IOV_MAX: usize = 1024;
-    let iov: Vec<IoSlice<'_>> = bufs.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+    // Most writes have a few slices (small replies are joined into runs): their iovec array
+    // lives on the stack, so a write costs no allocation.
+    const ON_STACK: usize = 16;
+    let mut stack = [IoSlice::new(&[]); ON_STACK];
+    let heap: Vec<IoSlice<'_>>;
+    let iov: &[IoSlice<'_>] = if bufs.len() <= ON_STACK {
+        for (slot, b) in stack.iter_mut().zip(bufs) {
+            *slot = IoSlice::new(b);
+        }
+        &stack[..bufs.len()]
+    } else {
+        heap = bufs.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+        &heap
+    };
     let mut control = SendAncillaryBuffer::default();
     rustix::net::sendmsg(
         fd,
-        &iov,
+        iov,
         &mut control,
         SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
     )
