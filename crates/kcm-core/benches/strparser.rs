@@ -26,29 +26,10 @@ use std::time::Instant;
 use criterion::Throughput;
 use kcm_core::{presets, Parser, StrConfig, StrParser};
 
-/// Feeds `stream` through a fresh stream parser in reads of at most `read` bytes and returns
-/// the number of messages delivered.
-fn run(parser: &Arc<dyn Parser>, stream: &[u8], read: usize, now: Instant) -> usize {
-    let mut sp = StrParser::new(parser.clone(), StrConfig::default());
-    let mut pos = 0;
-    let mut msgs = 0;
-    while pos < stream.len() {
-        let buf = sp.recv_buf();
-        let spare = buf.capacity() - buf.len();
-        let n = spare.min(read).min(stream.len() - pos);
-        buf.extend_from_slice(&stream[pos..pos + n]);
-        pos += n;
-        sp.handle_recv(n, now);
-        while let Some(m) = sp.next_message().expect("well-formed stream") {
-            black_box(m);
-            msgs += 1;
-        }
-    }
-    msgs
-}
-
-/// As [`run`], but draining each read with `next_messages` (the runtime's batch path).
-fn run_batch(parser: &Arc<dyn Parser>, stream: &[u8], read: usize, now: Instant) -> usize {
+/// Feeds `stream` through a fresh stream parser in reads of at most `read` bytes, draining
+/// each read with `next_message` (or `next_messages`, the runtime's batch path, if `batch`),
+/// and returns the number of messages delivered.
+fn run(parser: &Arc<dyn Parser>, stream: &[u8], read: usize, now: Instant, batch: bool) -> usize {
     let mut sp = StrParser::new(parser.clone(), StrConfig::default());
     let mut out = Vec::new();
     let mut pos = 0;
@@ -60,8 +41,15 @@ fn run_batch(parser: &Arc<dyn Parser>, stream: &[u8], read: usize, now: Instant)
         buf.extend_from_slice(&stream[pos..pos + n]);
         pos += n;
         sp.handle_recv(n, now);
-        msgs += sp.next_messages(&mut out).expect("well-formed stream");
-        out.clear();
+        if batch {
+            msgs += sp.next_messages(&mut out).expect("well-formed stream");
+            out.clear();
+            continue;
+        }
+        while let Some(m) = sp.next_message().expect("well-formed stream") {
+            black_box(m);
+            msgs += 1;
+        }
     }
     msgs
 }
@@ -82,22 +70,26 @@ fn main() {
     common::short(&mut g);
     for (name, size, count, read) in cases {
         let stream = common::thrift_stream(size, count);
-        assert_eq!(run(&parser, &stream, read, now), count, "{name} frames");
+        assert_eq!(
+            run(&parser, &stream, read, now, false),
+            count,
+            "{name} frames"
+        );
         g.throughput(Throughput::Elements(count as u64));
         g.bench_function(name, |b| {
-            b.iter(|| run(&parser, black_box(&stream), read, now))
+            b.iter(|| run(&parser, black_box(&stream), read, now, false))
         });
     }
     let (size, count, read) = (32, 1 << 17, 64 * 1024);
     let stream = common::thrift_stream(size, count);
     assert_eq!(
-        run_batch(&parser, &stream, read, now),
+        run(&parser, &stream, read, now, true),
         count,
         "batch frames"
     );
     g.throughput(Throughput::Elements(count as u64));
     g.bench_function("batch/read64k/32B", |b| {
-        b.iter(|| run_batch(&parser, black_box(&stream), read, now))
+        b.iter(|| run(&parser, black_box(&stream), read, now, true))
     });
     g.finish();
     c.final_summary();

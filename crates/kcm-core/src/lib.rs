@@ -6,7 +6,8 @@
 //!
 //! - [`Parser`]: KCM's message-boundary contract, and the parsers that ship with kcm
 //!   ([`LengthField`] and its presets, [`Mqtt`]).
-//! - [`StrParser`]: one connection's stream parser (message assembly, limits, timeout).
+//! - [`StrParser`]: one connection's stream parser (message assembly, limits, timeout), which
+//!   hands a read pass over as runs of whole messages ([`MsgRun`]).
 //! - [`mux`]: the N×M multiplexor (receive steering, backpressure, transmit reservation).
 //! - [`stats`] and [`proc`]: counters and the `/proc/net/kcm*` renderers.
 #![forbid(unsafe_code)]

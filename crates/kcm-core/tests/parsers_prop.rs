@@ -1,5 +1,7 @@
 //! Property tests for the native parsers: encode-then-parse round trips, no panics on arbitrary
-//! bytes, and answers that do not change once known.
+//! bytes, answers that do not change once known, and `LengthField`'s own `scan` answering
+//! exactly as the trait's default walk (one `parse` per message) for every configuration the
+//! builder accepts and every buffer: the same count, the same lengths, the same stop.
 
 use kcm_core::mqtt::MAX_REMAINING_LENGTH;
 use kcm_core::{errno, ByteOrder, LengthField, Mqtt, Parse, Parser, TooLong};
@@ -67,9 +69,17 @@ impl Cfg {
 }
 
 fn cfg() -> impl Strategy<Value = Cfg> {
+    cfg_in(0usize..12, 1usize..=8)
+}
+
+/// Options with the offset and width drawn from the given strategies.
+fn cfg_in(
+    offset: impl Strategy<Value = usize>,
+    width: impl Strategy<Value = usize>,
+) -> impl Strategy<Value = Cfg> {
     (
-        0usize..12,
-        1usize..=8,
+        offset,
+        width,
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
@@ -265,4 +275,221 @@ fn assert_stable(p: &dyn Parser, bytes: &[u8]) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// Forwards `parse`, `min_view` and `strip_prefix` only, so its `scan` is the trait's default
+/// walk over the very same answers.
+#[derive(Debug)]
+struct Generic<'a>(&'a LengthField);
+
+impl Parser for Generic<'_> {
+    fn parse(&self, view: &[u8]) -> Parse {
+        self.0.parse(view)
+    }
+    fn min_view(&self) -> usize {
+        self.0.min_view()
+    }
+    fn strip_prefix(&self) -> usize {
+        self.0.strip_prefix()
+    }
+}
+
+/// A length field for the `scan` property: `Cfg`'s options plus the adjustment and the
+/// maximum, every builder option.
+#[derive(Debug, Clone)]
+struct ScanCfg {
+    lf: Cfg,
+    adjust: i64,
+    /// Added to the header length, so the maximum is always one the builder accepts.
+    max_over_header: Option<usize>,
+}
+
+impl ScanCfg {
+    fn header(&self) -> usize {
+        self.lf.header()
+    }
+
+    fn build(&self) -> LengthField {
+        let mut b = self.lf.builder(self.adjust);
+        if let Some(extra) = self.max_over_header {
+            b = b.max_length(self.header().saturating_add(extra));
+        }
+        b.build().expect("generated options are valid")
+    }
+
+    /// What the field can hold: `(min, max)`.
+    fn domain(&self) -> (i128, i128) {
+        let bits = 8 * self.lf.width as u32;
+        if self.lf.signed {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        } else {
+            (0, (1i128 << bits) - 1)
+        }
+    }
+
+    /// The longest body a message within the parser's maximum can have.
+    fn max_body(&self) -> usize {
+        self.max_over_header.unwrap_or(usize::MAX)
+    }
+
+    /// What the total adds to the field's value.
+    fn base(&self) -> i128 {
+        i128::from(self.adjust)
+            + if self.lf.incl {
+                0
+            } else {
+                self.header() as i128
+            }
+    }
+
+    /// A field value and the total it describes for a well-formed message of about `body`
+    /// bytes after the header: exactly that if the field can say so, else the value `body`
+    /// itself if that describes a message at least as long as the header.
+    fn frame_for(&self, body: usize) -> Option<(i128, usize)> {
+        let (lo, hi) = self.domain();
+        let total = self.header() + body;
+        let value = total as i128 - self.base();
+        if (lo..=hi).contains(&value) {
+            return Some((value, total));
+        }
+        let total = usize::try_from(body as i128 + self.base()).ok()?;
+        (total >= self.header() && body as i128 <= hi).then_some((body as i128, total))
+    }
+
+    /// Any value the field can hold, from an arbitrary seed.
+    fn value_from_seed(&self, seed: u64) -> i128 {
+        self.lf.value_in_range(seed as i64)
+    }
+
+    /// The header for `value`: `fill` bytes around the field.
+    fn header_bytes(&self, value: i128, fill: u8) -> Vec<u8> {
+        let mut h = vec![fill; self.lf.offset];
+        h.extend(self.lf.field_bytes(value));
+        h
+    }
+}
+
+/// Options for the `scan` property: offsets mostly small, the fixed-width loads more often.
+fn scan_cfg() -> impl Strategy<Value = ScanCfg> {
+    (
+        cfg_in(
+            prop_oneof![4 => 0usize..6, 1 => 6usize..40],
+            prop_oneof![3 => prop::sample::select(vec![1usize, 2, 4, 8]), 1 => 1usize..=8],
+        ),
+        prop_oneof![
+            8 => -40i64..40,
+            1 => prop::sample::select(vec![i64::MIN, i64::MIN + 1, -1 << 32, 1 << 32, i64::MAX]),
+            1 => any::<i64>(),
+        ],
+        prop::option::of(prop_oneof![3 => 0usize..120, 1 => any::<usize>()]),
+    )
+        .prop_map(|(lf, adjust, max_over_header)| ScanCfg {
+            lf,
+            adjust,
+            max_over_header,
+        })
+}
+
+/// One stretch of the generated stream.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// A well-formed message with about this many bytes after the header (see
+    /// `ScanCfg::frame_for`), or `fill` bytes of that length if the field cannot describe one.
+    Frame { body: usize, fill: u8 },
+    /// A header holding any value at all (negative, zero, huge), then a few bytes.
+    Value { seed: u64, body: usize },
+    /// A header whose value is `delta` away from one describing a message of exactly the
+    /// header length (`edge` 0), the parser's maximum (1) or the stream's maximum (2): the
+    /// values on either side of what a scan takes.
+    Edge { edge: u8, delta: i8 },
+    /// Arbitrary bytes.
+    Garbage(Vec<u8>),
+}
+
+fn piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        8 => (0usize..48, any::<u8>()).prop_map(|(body, fill)| Piece::Frame { body, fill }),
+        1 => (any::<u64>(), 0usize..8).prop_map(|(seed, body)| Piece::Value { seed, body }),
+        1 => (0u8..3, -2i8..=2).prop_map(|(edge, delta)| Piece::Edge { edge, delta }),
+        1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(Piece::Garbage),
+    ]
+}
+
+/// The bytes of `pieces` for the parser `c` describes, scanned with the stream maximum `max`.
+fn stream(c: &ScanCfg, pieces: &[Piece], max: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for p in pieces {
+        match p {
+            // Mostly within the parser's maximum, so that runs of several messages are common.
+            Piece::Frame { body, fill } => match c.frame_for(*body.min(&c.max_body())) {
+                // Bodies stay small here; a huge total is the `Value` pieces' job.
+                Some((value, total)) if total - c.header() <= 1024 => {
+                    buf.extend(c.header_bytes(value, *fill));
+                    buf.resize(buf.len() + total - c.header(), *fill);
+                }
+                _ => buf.resize(buf.len() + c.header() + body, *fill),
+            },
+            Piece::Value { seed, body } => {
+                buf.extend(c.header_bytes(c.value_from_seed(*seed), 0x5a));
+                buf.resize(buf.len() + body, 0xa5);
+            }
+            Piece::Edge { edge, delta } => {
+                let limit = c
+                    .max_over_header
+                    .map_or(usize::MAX, |m| c.header().saturating_add(m))
+                    .min(isize::MAX as usize);
+                let total = match edge {
+                    0 => c.header(),
+                    1 => limit,
+                    _ => max,
+                } as i128
+                    + i128::from(*delta);
+                let value = total - c.base();
+                let (lo, hi) = c.domain();
+                if (lo..=hi).contains(&value) {
+                    buf.extend(c.header_bytes(value, 0x3c));
+                    // The body too when it is short enough to write.
+                    let body = total - c.header() as i128;
+                    if (0..=1024).contains(&body) {
+                        buf.resize(buf.len() + body as usize, 0xc3);
+                    }
+                }
+            }
+            Piece::Garbage(bytes) => buf.extend(bytes),
+        }
+    }
+    buf
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+    /// The override and the default walk agree on count, lengths (and untouched slots) and stop.
+    #[test]
+    fn length_field_scan_matches_the_default_walk(
+        c in scan_cfg(),
+        pieces in prop::collection::vec(piece(), 0..12),
+        cut in any::<prop::sample::Index>(),
+        whole in any::<bool>(),
+        max in prop_oneof![
+            3 => Just(usize::MAX),
+            2 => 0usize..160,
+            1 => Just(isize::MAX as usize),
+            1 => any::<usize>(),
+        ],
+        room in prop_oneof![1 => 0usize..3, 3 => 0usize..16, 2 => Just(64usize)],
+    ) {
+        let lf = c.build();
+        let mut buf = stream(&c, &pieces, max);
+        if !whole {
+            // End the buffer anywhere: inside a header, a body or at a boundary.
+            buf.truncate(cut.index(buf.len() + 1));
+        }
+        let mut fast = vec![usize::MAX; room];
+        let mut slow = vec![usize::MAX; room];
+        let got = lf.scan(&buf, max, &mut fast);
+        let want = Generic(&lf).scan(&buf, max, &mut slow);
+        prop_assert_eq!(got, want, "{:?} max {} room {} buf {:?}", lf, max, room, buf);
+        prop_assert_eq!(fast, slow);
+    }
 }

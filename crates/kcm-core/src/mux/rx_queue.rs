@@ -71,39 +71,17 @@ impl RxQueue {
     }
 
     /// Takes the message at the front.
-    #[inline]
     pub(crate) fn pop(&mut self) -> Option<RxMsg> {
-        let taken = match self.entries.front_mut()? {
-            Entry::One(_) => match self.entries.pop_front() {
-                Some(Entry::One(m)) => m,
-                _ => return None,
-            },
-            Entry::Run {
-                conn,
-                run,
-                next,
-                off,
-            } => {
-                let len = run.lens()[*next];
-                let m = RxMsg {
-                    data: run.message(*off, len),
-                    conn: *conn,
-                };
-                *next += 1;
-                *off += len;
-                if *next == run.len() {
-                    self.entries.pop_front();
-                }
-                m
-            }
-        };
-        self.msgs -= 1;
-        Some(taken)
+        let mut taken = None;
+        self.take(1, |data, conn| {
+            taken = Some(RxMsg { data, conn });
+            false
+        });
+        taken
     }
 
     /// Takes up to `max` messages off the front, in order, handing each to `f` until it
-    /// answers `false`; returns how many it took. The same as calling [`pop`](Self::pop) for
-    /// each, with a run's messages cut in one loop.
+    /// answers `false`; returns how many it took (a run's messages are cut in one loop).
     #[inline]
     pub(crate) fn take(
         &mut self,
