@@ -2,7 +2,8 @@
 //! (`valgrind --tool=callgrind target/release/examples/pipeline`).
 //!
 //! 8 connections, 64 requests of 32 bytes in flight on each (a closed loop, as `kcm bench`'s
-//! W3), 16-byte acks; prints messages/s.
+//! W3), 16-byte acks; prints messages/s. `pipeline TOTAL SIZE DEPTH` changes the request size
+//! and the requests in flight per connection (`pipeline 20000 5000 1` is W1's shape).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,13 +12,15 @@ use std::time::{Duration, Instant};
 use kcm::{Endpoint, Kind};
 
 const CONNS: usize = 8;
-const DEPTH: usize = 64;
 
 fn main() -> std::io::Result<()> {
-    let total: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(400_000);
+    let arg = |i: usize, default: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
+    let (total, size, depth) = (arg(1, 400_000), arg(2, 32).max(16), arg(3, 64).max(1));
     let l = TcpListener::bind("127.0.0.1:0")?;
     let ep = Endpoint::new(Kind::Datagram)?;
     let mut clients = Vec::new();
@@ -60,16 +63,18 @@ fn main() -> std::io::Result<()> {
     let t0 = Instant::now();
     let mut threads = Vec::new();
     for mut c in clients {
-        // Closed loop, as `kcm bench`'s W3: DEPTH requests in flight, a new one for each ack.
+        // Closed loop, as `kcm bench`'s W3: `depth` requests in flight, a new one for each ack.
         threads.push(std::thread::spawn(move || {
-            let req = [
-                0u8, 0, 0, 28, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0, 0,
-            ];
-            let batch: Vec<u8> = req.iter().copied().cycle().take(DEPTH * 32).collect();
+            // A Thrift frame: 4-byte length, then 12 bytes the ack echoes, then padding.
+            let mut req = vec![0u8; size];
+            req[..4].copy_from_slice(&((size - 4) as u32).to_be_bytes());
+            for (i, b) in req[4..16].iter_mut().enumerate() {
+                *b = i as u8 + 1;
+            }
+            let batch: Vec<u8> = req.iter().copied().cycle().take(depth * size).collect();
             let mut buf = vec![0u8; 16 * 256];
-            let (mut sent, mut acked, mut partial) = (DEPTH.min(per_conn), 0, 0);
-            c.write_all(&batch[..sent * 32]).expect("write");
+            let (mut sent, mut acked, mut partial) = (depth.min(per_conn), 0, 0);
+            c.write_all(&batch[..sent * size]).expect("write");
             while acked < per_conn {
                 match c.read(&mut buf) {
                     Ok(0) | Err(_) => break,
@@ -80,7 +85,7 @@ fn main() -> std::io::Result<()> {
                 acked += got;
                 let more = got.min(per_conn - sent);
                 if more > 0 {
-                    c.write_all(&batch[..more * 32]).expect("write");
+                    c.write_all(&batch[..more * size]).expect("write");
                     sent += more;
                 }
             }
