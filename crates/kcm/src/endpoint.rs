@@ -16,6 +16,7 @@ use crate::conn::ConnIo;
 use crate::engine::{self, EngineIo};
 use crate::events::ConnectionEvent;
 use crate::options::{AttachOptions, MuxOptions};
+use crate::shared::Events;
 use crate::shared::{EpIo, Shared};
 use crate::sys::{self, err, PollFd};
 
@@ -154,7 +155,7 @@ impl Endpoint {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.0, io.clone());
-        let mut events = Vec::new();
+        let mut events = Events::new();
         Shared::drain(&mut st.core, &mut events);
         drop(st);
         self.shared.dispatch(events, None);
@@ -217,7 +218,7 @@ impl Endpoint {
             timeout: opts.timeout.or(info.rcvtimeo),
             read_size: self.shared.opts.read_size,
         };
-        let mut events = Vec::new();
+        let mut events = Events::new();
         let io = {
             let mut st = self.shared.lock();
             if st.closed {
@@ -347,7 +348,7 @@ impl Endpoint {
         &self,
         f: impl FnOnce(&mut MuxCore, EndpointId) -> io::Result<T>,
     ) -> io::Result<T> {
-        let mut events = Vec::new();
+        let mut events = Events::new();
         let r = {
             let mut st = self.shared.lock();
             let r = f(&mut st.core, self.id);
@@ -502,7 +503,7 @@ impl Drop for Endpoint {
     /// endpoints; closing the last endpoint tears the mux down and unattaches every
     /// connection.
     fn drop(&mut self) {
-        let mut events = Vec::new();
+        let mut events = Events::new();
         let last = {
             let mut st = self.shared.lock();
             let last = st.core.close_endpoint(self.id).unwrap_or(false);

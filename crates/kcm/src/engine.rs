@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::conn::WAKER_KEY;
+use crate::shared::Events;
 use crate::shared::Shared;
 use crate::sys::{Epoll, EventFlags, Waker};
 
@@ -161,7 +162,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             return;
         }
         let Some(shared) = weak.upgrade() else { return };
-        let mut events = Vec::new();
+        let mut events = Events::new();
         let mut arrivals = false;
         for &(key, flags) in &evs {
             if key == WAKER_KEY {

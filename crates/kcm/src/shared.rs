@@ -18,12 +18,17 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
 use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, TxResult};
+use kcm_core::MsgRun;
 
 use crate::conn::{key, ConnIo, WAKER_KEY};
 use crate::engine::EngineIo;
 use crate::events::{ConnectionEvent, ConnectionEventKind, EventLog};
 use crate::options::MuxOptions;
 use crate::sys::{self, err, Epoll, EventFlags, PollFd, Waker};
+
+/// The core's events of one call, acted on once the lock is let go. A call makes a handful, so
+/// they live on the stack: a `Vec` cost an allocation and a free per call on the request path.
+pub(crate) type Events = smallvec::SmallVec<[Event; 8]>;
 
 /// Per-endpoint I/O: the epoll its blocking calls wait in, the waker others use to hand it
 /// messages, and (once asked for) its pollable descriptor.
@@ -181,7 +186,7 @@ impl Shared {
             .collect()
     }
 
-    pub(crate) fn drain(core: &mut MuxCore, out: &mut Vec<Event>) {
+    pub(crate) fn drain(core: &mut MuxCore, out: &mut Events) {
         while let Some(e) = core.poll_event() {
             out.push(e);
         }
@@ -211,7 +216,7 @@ impl Shared {
     /// Acts on what the core asked for. `me` is the endpoint whose thread is calling (it
     /// needs no wake-up). Handling an event may produce more (a resumed connection delivers,
     /// a released connection is handed on); they are handled in the same loop.
-    pub(crate) fn dispatch(&self, mut events: Vec<Event>, me: Option<EndpointId>) {
+    pub(crate) fn dispatch(&self, mut events: Events, me: Option<EndpointId>) {
         let mut i = 0;
         while i < events.len() {
             match events[i] {
@@ -270,7 +275,7 @@ impl Shared {
 
     /// Writes one transmit of the endpoint, if it has one (any thread may do this for any
     /// endpoint; the core hands out one transmit per endpoint at a time).
-    pub(crate) fn pump_tx(&self, ep: EndpointId, events: &mut Vec<Event>) {
+    pub(crate) fn pump_tx(&self, ep: EndpointId, events: &mut Events) {
         if let Some(job) = self.poll_job(events, |core| core.poll_transmit(ep)) {
             self.transmit(ep, job, events);
         }
@@ -279,7 +284,7 @@ impl Shared {
     /// Asks the core for a transmit under the lock (and takes the events that came with it).
     fn poll_job(
         &self,
-        events: &mut Vec<Event>,
+        events: &mut Events,
         poll: impl FnOnce(&mut MuxCore) -> Option<kcm_core::mux::Transmit>,
     ) -> Option<kcm_core::mux::Transmit> {
         let mut st = self.lock();
@@ -293,7 +298,7 @@ impl Shared {
     pub(crate) fn take_own_transmit(
         st: &mut State,
         ep: EndpointId,
-        events: &mut Vec<Event>,
+        events: &mut Events,
     ) -> Option<kcm_core::mux::Transmit> {
         let pos = events.iter().position(|e| *e == Event::TxReady(ep))?;
         events.remove(pos);
@@ -307,7 +312,7 @@ impl Shared {
         &self,
         ep: EndpointId,
         job: kcm_core::mux::Transmit,
-        events: &mut Vec<Event>,
+        events: &mut Events,
     ) {
         let result = self.write_job(&job);
         let mut st = self.lock();
@@ -316,7 +321,7 @@ impl Shared {
     }
 
     /// Writes one transmit of a connection's backlog, if it has one (`Event::ConnTxReady`).
-    pub(crate) fn pump_conn_tx(&self, conn: ConnectionId, events: &mut Vec<Event>) {
+    pub(crate) fn pump_conn_tx(&self, conn: ConnectionId, events: &mut Events) {
         let Some(job) = self.poll_job(events, |core| core.poll_conn_transmit(conn)) else {
             return;
         };
@@ -346,7 +351,7 @@ impl Shared {
     }
 
     /// The engine saw write space on a connection.
-    pub(crate) fn write_space(&self, io: &ConnIo, events: &mut Vec<Event>) {
+    pub(crate) fn write_space(&self, io: &ConnIo, events: &mut Events) {
         let mut st = self.lock();
         st.core.write_space(io.id);
         Self::drain(&mut st.core, events);
@@ -356,12 +361,7 @@ impl Shared {
     /// read pass's messages in one go. Several threads may be woken for one connection; one
     /// drives it, the others leave a note (`notified`) that makes the driver go round again, so
     /// no readiness is ever lost.
-    pub(crate) fn drive_rx(
-        &self,
-        io: &ConnIo,
-        prefer: Option<EndpointId>,
-        events: &mut Vec<Event>,
-    ) {
+    pub(crate) fn drive_rx(&self, io: &ConnIo, prefer: Option<EndpointId>, events: &mut Events) {
         let prefer = if self.opts.prefer_local { prefer } else { None };
         io.notified.store(true, Ordering::SeqCst);
         while io.notified.load(Ordering::SeqCst) {
@@ -389,9 +389,10 @@ impl Shared {
         io: &ConnIo,
         rx: &mut crate::conn::RxState,
         prefer: Option<EndpointId>,
-        events: &mut Vec<Event>,
+        events: &mut Events,
     ) {
-        let mut runs = Vec::new();
+        // A pass is a run or two: on the stack, no allocation per read.
+        let mut runs = smallvec::SmallVec::<[MsgRun; 4]>::new();
         loop {
             if rx.done || io.is_paused() || io.unattaching.load(Ordering::Acquire) {
                 return;
@@ -588,7 +589,7 @@ impl Shared {
             return;
         }
         let mut held = false;
-        let mut events = Vec::new();
+        let mut events = Events::new();
         for io in self.all_conns() {
             let Ok(mut rx) = io.rx.try_lock() else {
                 held = true;
@@ -676,7 +677,7 @@ impl Shared {
         let leftover = rx.strp.take_unparsed();
         let pstats = *rx.strp.stats();
         drop(rx);
-        let mut events = Vec::new();
+        let mut events = Events::new();
         {
             let mut st = self.lock();
             st.core

@@ -99,8 +99,8 @@ impl StrParser {
     /// let msgs: Vec<_> = runs.pop().unwrap().into_messages().collect();
     /// assert_eq!(msgs, [&[0, 0, 0, 1, b'a'][..], &[0, 0, 0, 2, b'b', b'c'][..]]);
     /// ```
-    pub fn next_runs(&mut self, out: &mut Vec<MsgRun>) -> Result<usize, StrError> {
-        self.drain_into(out)
+    pub fn next_runs(&mut self, out: &mut impl Extend<MsgRun>) -> Result<usize, StrError> {
+        self.drain_into(&mut Runs(out))
     }
 
     /// The walk of `next_messages` and `next_runs`, appending to either.
@@ -202,20 +202,22 @@ impl Sink for Vec<Bytes> {
     }
 }
 
-/// A run each.
-impl Sink for Vec<MsgRun> {
+/// A run each, into any collection (the runtime's lives on the stack).
+struct Runs<'a, E>(&'a mut E);
+
+impl<E: Extend<MsgRun>> Sink for Runs<'_, E> {
     fn run(&mut self, chunk: Bytes, lens: &[usize], strip: usize) {
-        self.push(if let [_] = lens {
+        self.0.extend([if let [_] = lens {
             // One message: no list of lengths to allocate.
             let mut msg = chunk;
             msg.advance(strip.min(msg.len()));
             MsgRun::one(msg)
         } else {
             MsgRun::new(chunk, lens.to_vec(), strip)
-        });
+        }]);
     }
 
     fn one(&mut self, m: Bytes) {
-        self.push(MsgRun::one(m));
+        self.0.extend([MsgRun::one(m)]);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kcm_core::mux::Event;
 
 use super::{from_nanos, Endpoint, Message, RecvMeta};
+use crate::shared::Events;
 use crate::shared::Shared;
 use crate::sys;
 
@@ -64,7 +65,7 @@ impl Endpoint {
         }
         let mut n = 0;
         let mut waited = false;
-        let mut events = Vec::new();
+        let mut events = Events::new();
         {
             // Whatever is queued already is taken under one lock; only an empty queue goes
             // the blocking way for its first message.
@@ -119,7 +120,7 @@ impl Endpoint {
         {
             return;
         }
-        let mut events = Vec::new();
+        let mut events = Events::new();
         for &(key, _) in &ready {
             // The waker (level-triggered) is left as it is: the next blocking wait sees it and
             // looks at the queue, and a caller polling the internal epoll as the endpoint's
@@ -140,7 +141,7 @@ impl Endpoint {
         let mut ready = Vec::new();
         let mut polled_once = false;
         loop {
-            let mut events = Vec::new();
+            let mut events = Events::new();
             {
                 let mut st = self.shared.lock();
                 let r = st.core.recv(self.id, max, peek);

@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kcm_core::mux::{ConnectionId, Event, MsgData, SendError, SendFlags};
+use kcm_core::mux::{ConnectionId, MsgData, SendError, SendFlags};
 
 use super::{from_nanos, Endpoint};
+use crate::shared::Events;
 use crate::shared::Shared;
 use crate::sys;
 
@@ -104,7 +105,7 @@ impl Endpoint {
         mut msgs: impl Iterator<Item = (Option<ConnectionId>, D)>,
     ) -> io::Result<usize> {
         let mut sent = 0;
-        let mut events = Vec::new();
+        let mut events = Events::new();
         let mut st = self.shared.lock();
         loop {
             let (n, refused) = st.core.send_batch(self.id, &mut msgs);
@@ -152,7 +153,7 @@ impl Endpoint {
     fn finish_send(
         &self,
         mut st: parking_lot::MutexGuard<'_, crate::shared::State>,
-        mut events: Vec<Event>,
+        mut events: Events,
     ) {
         let job = Shared::take_own_transmit(&mut st, self.id, &mut events);
         drop(st);
@@ -171,7 +172,7 @@ impl Endpoint {
     ) -> io::Result<usize> {
         let deadline =
             from_nanos(self.write_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
-        let mut events = Vec::new();
+        let mut events = Events::new();
         loop {
             let mut st = self.shared.lock();
             let r = st.core.send(self.id, data.clone(), flags, target);
