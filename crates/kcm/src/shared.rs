@@ -30,6 +30,11 @@ use crate::sys::{self, err, Epoll, EventFlags, PollFd, Waker};
 /// they live on the stack: a `Vec` cost an allocation and a free per call on the request path.
 pub(crate) type Events = smallvec::SmallVec<[Event; 8]>;
 
+/// The maps from a connection's or endpoint's key to its I/O state, looked up several times per
+/// request: keyed by small integers kcm hands out itself, so a fast hash (foldhash, hashbrown's
+/// default) instead of SipHash, whose resistance to chosen keys buys nothing here.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Per-endpoint I/O: the epoll its blocking calls wait in, the waker others use to hand it
 /// messages, and (once asked for) its pollable descriptor.
 pub(crate) struct EpIo {
@@ -62,8 +67,8 @@ pub(crate) struct Shared {
     pub(crate) state: parking_lot::Mutex<State>,
     /// Senders blocked on a full send buffer wait here.
     pub(crate) tx_cv: parking_lot::Condvar,
-    pub(crate) conns: RwLock<HashMap<u64, Arc<ConnIo>>>,
-    pub(crate) eps: RwLock<HashMap<u32, Arc<EpIo>>>,
+    pub(crate) conns: RwLock<Map<u64, Arc<ConnIo>>>,
+    pub(crate) eps: RwLock<Map<u32, Arc<EpIo>>>,
     pub(crate) engine: Arc<EngineIo>,
     pub(crate) log: Mutex<EventLog>,
     reaps: Mutex<Vec<ConnectionId>>,
@@ -110,8 +115,8 @@ impl Shared {
                 closed: false,
             }),
             tx_cv: parking_lot::Condvar::new(),
-            conns: RwLock::new(HashMap::new()),
-            eps: RwLock::new(HashMap::new()),
+            conns: RwLock::new(Map::default()),
+            eps: RwLock::new(Map::default()),
             engine,
             log: Mutex::new(EventLog::default()),
             reaps: Mutex::new(Vec::new()),
