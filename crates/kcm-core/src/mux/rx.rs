@@ -102,8 +102,9 @@ impl MuxCore {
                 cur = runs.next().map(Cursor::new);
             }
         }
-        // No endpoint can take the rest: parked, in order, and the connection paused.
-        let newly_ready = match self.conn_mut(conn) {
+        // No endpoint can take the rest: parked, in order, and the connection paused. (Without
+        // a pause everything went to endpoints: the loop ran out of runs.)
+        let newly_ready = match self.conn_mut(conn).filter(|_| paused) {
             Some(c) => {
                 let rest = cur.into_iter().flat_map(Cursor::into_rest);
                 for data in rest.chain(runs.flat_map(MsgRun::into_messages)) {
