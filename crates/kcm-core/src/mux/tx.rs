@@ -550,7 +550,10 @@ impl MuxCore {
         c.tx_reserved_by = Some(ei);
         c.stats.tx.reserved += 1;
         if std::mem::replace(&mut c.tx_avail, false) {
-            self.tx_avail.retain(|&x| x != ci);
+            // On the FIFO once at most (the flag says so): find it, not a full `retain` pass.
+            if let Some(pos) = self.tx_avail.iter().position(|&x| x == ci) {
+                self.tx_avail.remove(pos);
+            }
         }
         if was_waiting {
             self.tx_waiting.retain(|&x| x != ei);
