@@ -57,7 +57,9 @@
 //! ```
 //!
 //! - **Receive**: a thread blocked in [`Endpoint::recv`] drives the connections itself; it
-//!   reads big, parses in place and takes messages as zero-copy [`bytes::Bytes`] slices. A
+//!   reads big, parses in place and queues each read pass as runs of whole messages (one
+//!   buffer and their lengths), from which a receiver takes each message as a zero-copy
+//!   [`bytes::Bytes`] slice. A
 //!   connection is read by one thread at a time (a try-lock; a thread that finds it busy leaves
 //!   a note that makes the reader go round again, so no wake-up is lost).
 //! - **Send**: the caller writes its own messages (and any other endpoint's that became
