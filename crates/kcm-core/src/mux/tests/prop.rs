@@ -247,3 +247,45 @@ fn the_harness_runs_a_busy_sequence() {
         run(kind, &ops);
     }
 }
+
+/// Found by the random operations (and shrunk): endpoint 0's head message for a full
+/// connection stepped aside with every later message for that connection, including one sent
+/// after an unaddressed message that then went out on the same connection behind it.
+#[test]
+fn a_stalled_endpoint_keeps_its_order_on_the_connection() {
+    let s = |len, target| {
+        Op::Send(SendOp {
+            ep: 0,
+            len,
+            chunks: 1,
+            batch: false,
+            zero_end: false,
+            target,
+            err_at: None,
+        })
+    };
+    let ops = vec![
+        Op::Attach,
+        Op::Attach,
+        Op::CloseEndpoint(0),
+        s(12, None),
+        s(12, None),
+        s(25, None),
+        s(30, Some(1)),
+        Op::PollTransmit(0),
+        Op::Complete {
+            ep: 0,
+            result: Res::Failed,
+        },
+        Op::Unattach(2),
+        s(12, None),
+        Op::CloseEndpoint(0),
+        s(24, Some(1)),
+        Op::PollTransmit(0),
+        Op::Complete {
+            ep: 0,
+            result: Res::Part(110),
+        },
+    ];
+    run(Kind::Datagram, &ops);
+}

@@ -7,7 +7,9 @@
 //! (its peer does not read) while the endpoint has messages for other destinations queued
 //! behind, the messages addressed to the full connection leave the endpoint's queue, in order,
 //! for the connection's *backlog* (a partly written one keeps its offset), and the endpoint
-//! goes on with the others. The backlog holds the connection as a reservation would — nobody
+//! goes on with the others. Only those before the endpoint's first unaddressed message move:
+//! that one may yet be written on the same connection, and the endpoint's messages must reach
+//! a connection in the order they were sent. The backlog holds the connection as a reservation would — nobody
 //! else may interleave bytes on it — and is written out by whichever thread sees the
 //! connection's write space ([`Event::ConnTxReady`]). Messages addressed to a connection that
 //! has a backlog join it instead of waiting for the connection, from any endpoint; new sends
@@ -122,9 +124,11 @@ impl MuxCore {
         if !e.tx.space_wait || target == Some(a) {
             return false;
         }
+        // What `stall` would move (`EpTx::take_addressed`).
         let moved: usize =
             e.tx.queue
                 .iter()
+                .take(queue::movable_prefix(&e.tx.queue))
                 .filter(|m| m.target == Some(a))
                 .map(|m| m.len)
                 .sum();

@@ -201,6 +201,15 @@ impl TxMsg {
     }
 }
 
+/// How many entries at the front of `queue` come before its first unaddressed one: the part
+/// whose messages for one connection may move to that connection's backlog.
+pub(super) fn movable_prefix(queue: &VecDeque<TxMsg>) -> usize {
+    queue
+        .iter()
+        .position(|m| m.target.is_none())
+        .unwrap_or(queue.len())
+}
+
 /// A FIFO of entries that counts what it holds: an endpoint's queue ([`EpTx`]) or a
 /// connection's backlog. Written bytes leave both the same way ([`advance`]).
 pub(super) trait Entries {
@@ -420,11 +429,15 @@ impl EpTx {
         Some(m)
     }
 
-    /// Takes every entry addressed to `conn` off the queue, in order, to move them elsewhere
-    /// (a backlog); the others keep their order.
+    /// Takes the entries addressed to `conn` that come before the first unaddressed one off
+    /// the queue, in order, to move them elsewhere (a backlog); the others keep their order.
+    /// An unaddressed message may still be written on `conn`, and what the endpoint sent after
+    /// it must not overtake it there: those stay queued behind it.
     pub(super) fn take_addressed(&mut self, conn: ConnectionId) -> VecDeque<TxMsg> {
-        let (out, keep): (VecDeque<TxMsg>, VecDeque<TxMsg>) =
+        let rest = self.queue.split_off(movable_prefix(&self.queue));
+        let (out, mut keep): (VecDeque<TxMsg>, VecDeque<TxMsg>) =
             self.queue.drain(..).partition(|m| m.target == Some(conn));
+        keep.extend(rest);
         self.queue = keep;
         for m in &out {
             self.queued_bytes -= m.len;
