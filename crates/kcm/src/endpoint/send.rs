@@ -43,7 +43,9 @@ impl Endpoint {
     /// A peer that stops reading costs only its own connection: once its socket is full, the
     /// messages queued for it step aside into that connection's backlog and the endpoint goes
     /// on with its other destinations (an unaddressed message, as in the kernel, always
-    /// finishes on the connection it started on). New sends to that connection block — or
+    /// finishes on the connection it started on, and messages sent after an unaddressed one
+    /// stay behind it: an endpoint's messages reach a connection in the order they were sent).
+    /// New sends to that connection block — or
     /// fail with `WouldBlock` when non-blocking or past the write timeout — while its backlog
     /// holds 208 KiB (the default send buffer); sends to other connections do not.
     pub fn send_to(&self, conn: ConnectionId, msg: Bytes) -> io::Result<usize> {
