@@ -5,7 +5,8 @@
 //!  "skipped": {"kernel": "socket(AF_KCM) failed: …"},
 //!  "workloads": [{"id": "W1", "shape": "…",
 //!                 "systems": {"thread": {"qps", "mean_us", "sd_us", "p50_us", "p99_us", "p999_us",
-//!                                        "qps_min", "qps_max", "lg_cpu_share", "reps", …}, …},
+//!                                        "qps_min", "qps_max", "lg_cpu_share",
+//!                                        "server_cpu_us_per_msg", "reps", …}, …},
 //!                 "one_way": {"kcm": {"qps", "bytes_per_s", …}, "raw": {…}},
 //!                 "ratios": {"kcm/thread": F, …}, "errors": {…}}]}
 //! ```
@@ -51,6 +52,9 @@ fn row_json(r: &Row) -> Value {
     }
     if let Some(s) = r.spread(|x| Some(x.lg_cpu_share)) {
         o.insert("lg_cpu_share".into(), num(s.median));
+    }
+    if let Some(s) = r.spread(|x| Some(x.server_cpu_us)) {
+        o.insert("server_cpu_us_per_msg".into(), num(s.median));
     }
     o.insert("reps".into(), json!(r.runs.len()));
     o.insert(
@@ -150,6 +154,7 @@ mod tests {
             }),
             hist: None,
             lg_cpu_share: 0.25,
+            server_cpu_us: 1.5,
         }
     }
 
@@ -214,6 +219,7 @@ mod tests {
         }
         assert_eq!(t["qps"], 100.0);
         assert_eq!(t["qps_min"], 90.0);
+        assert_eq!(t["server_cpu_us_per_msg"], 1.5);
         assert_eq!(w1["systems"].as_object().unwrap().len(), 2);
         assert_eq!(w1["one_way"]["raw"]["bytes_per_s"], 500_000.0);
         // Per-repetition ratios 1.2, 1.0, 1.0 → median 1.0.

@@ -150,6 +150,9 @@ fn row_cells(r: &Row) -> Vec<String> {
     let cpu = r
         .spread(|x| Some(x.lg_cpu_share * 100.0))
         .map_or("-".into(), |s| format!("{:.0} %", s.median));
+    let srv = r
+        .spread(|x| Some(x.server_cpu_us))
+        .map_or("-".into(), |s| three_digits(s.median));
     vec![
         r.label(),
         spread_rate(r.spread(|x| Some(x.qps))),
@@ -160,7 +163,19 @@ fn row_cells(r: &Row) -> Vec<String> {
         lat(|l| l.p99),
         lat(|l| l.p999),
         cpu,
+        srv,
     ]
+}
+
+/// A figure with three significant digits (0.193, 11.2, 28.6), for values from tenths of a µs
+/// (W3) to tens of µs (W2).
+fn three_digits(v: f64) -> String {
+    match v {
+        v if v < 1.0 => format!("{v:.3}"),
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => format!("{v:.0}"),
+    }
 }
 
 /// One workload's table, ratios and notes.
@@ -185,7 +200,16 @@ pub fn workload_table(w: &WorkloadResult) -> String {
             "QPS"
         };
         let mut t = Table::new([
-            "system", rate, "MB/s", "mean µs", "sd µs", "p50 µs", "p99 µs", "p999 µs", "LG CPU",
+            "system",
+            rate,
+            "MB/s",
+            "mean µs",
+            "sd µs",
+            "p50 µs",
+            "p99 µs",
+            "p999 µs",
+            "LG CPU",
+            "srv CPU µs/msg",
         ]);
         for r in &w.rows {
             t.row(row_cells(r));

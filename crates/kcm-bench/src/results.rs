@@ -24,6 +24,10 @@ pub struct Run {
     pub hist: Option<Histogram<u64>>,
     /// Load-generator CPU time ÷ (wall time × cores).
     pub lg_cpu_share: f64,
+    /// The server's CPU time per request (one-way: per message delivered), µs: the process's
+    /// CPU time over the measured window minus the load generator's. Less moved by the shared
+    /// host's speed than the rates, as long as the machine is not idle.
+    pub server_cpu_us: f64,
 }
 
 /// Latency statistics of one run, in µs.

@@ -11,6 +11,7 @@ use crate::loadgen::{self, LoadSpec};
 use crate::results::{Latency, Mode, Ratio, Row, Run, WorkloadResult};
 use crate::systems::{self, ServerCtx};
 use crate::wire::Op;
+use crate::work;
 
 /// The load shape of one row of a workload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -177,8 +178,10 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
     // The server side's own count, for one-way rates.
     sleep_until(measure_from);
     let (m0, b0) = server.counters().snapshot();
+    let cpu0 = work::process_cpu_time();
     sleep_until(measure_until);
     let (m1, b1) = server.counters().snapshot();
+    let cpu1 = work::process_cpu_time();
     let mut load: Option<loadgen::LoadResult> = None;
     let mut lg_err = None;
     for t in lg {
@@ -203,6 +206,9 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
     let secs = plan.duration.as_secs_f64();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let lg_cpu_share = load.cpu.as_secs_f64() / (secs * cores);
+    // Everything but the load generator is the server (this thread only sleeps meanwhile).
+    let server_cpu = (cpu1.saturating_sub(cpu0)).saturating_sub(load.cpu);
+    let per_msg = |n: u64| server_cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
     if one_way {
         let (msgs, bytes) = (m1 - m0, b1 - b0);
         if msgs == 0 {
@@ -225,6 +231,7 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
             latency: None,
             hist: None,
             lg_cpu_share,
+            server_cpu_us: per_msg(msgs),
         });
     }
     if load.requests == 0 {
@@ -238,6 +245,7 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
         latency: Some(Latency::of(&load.hist)),
         hist: Some(load.hist),
         lg_cpu_share,
+        server_cpu_us: per_msg(load.requests),
     })
 }
 
