@@ -10,6 +10,57 @@
 
 use bytes::{Buf, Bytes};
 
+/// The message of `len` bytes that starts `off` bytes into `data`, without its first `strip`
+/// bytes. Sliced whole, then stripped: a message stripped to nothing still holds its share of
+/// the buffer (an empty slice would not), so the buffer is reclaimed when the last message cut
+/// from it goes, however they were stripped; an empty message (a run of one already stripped
+/// to nothing) holds it too.
+#[inline]
+pub(crate) fn cut(data: &Bytes, off: usize, len: usize, strip: usize) -> Bytes {
+    if len == 0 {
+        let mut m = data.clone();
+        m.advance(m.len());
+        return m;
+    }
+    let mut m = data.slice(off..off + len);
+    m.advance(strip.min(len));
+    m
+}
+
+/// A run being handed out in order: its messages from the `next`-th on, which starts `off`
+/// bytes into its buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct Cursor {
+    pub(crate) run: MsgRun,
+    pub(crate) next: usize,
+    pub(crate) off: usize,
+}
+
+impl Cursor {
+    pub(crate) fn new(run: MsgRun) -> Cursor {
+        Cursor {
+            run,
+            next: 0,
+            off: 0,
+        }
+    }
+
+    /// Every message has been handed out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.next >= self.run.len()
+    }
+
+    /// The size of the next message, once stripped.
+    pub(crate) fn next_size(&self) -> Option<usize> {
+        self.run.lens().get(self.next).map(|&l| self.run.size(l))
+    }
+
+    /// The messages not handed out yet, in order.
+    pub(crate) fn into_rest(self) -> impl Iterator<Item = Bytes> {
+        self.run.into_messages_from(self.next, self.off)
+    }
+}
+
 /// Whole messages back to back in one buffer.
 ///
 /// Message `i` is the `lens[i]` bytes that follow the messages before it in the buffer, minus
@@ -102,17 +153,30 @@ impl MsgRun {
     }
 
     /// The messages from the `next`-th on, which starts `off` bytes into the buffer.
-    pub(crate) fn into_messages_from(
-        self,
-        next: usize,
-        mut off: usize,
-    ) -> impl Iterator<Item = Bytes> {
+    fn into_messages_from(self, next: usize, mut off: usize) -> impl Iterator<Item = Bytes> {
         (next..self.len()).map(move |i| {
             let len = self.lens()[i];
             let m = self.message(off, len);
             off += len;
             m
         })
+    }
+
+    /// The run of the `lens` messages a scan found back to back in `chunk`, which holds
+    /// exactly them (so no check of their sum, as [`MsgRun::new`] makes).
+    pub(crate) fn from_scan(chunk: Bytes, lens: &[usize], strip: usize) -> MsgRun {
+        debug_assert_eq!(lens.iter().sum::<usize>(), chunk.len());
+        if let [len] = lens {
+            // One message: the chunk itself, no list of lengths to allocate.
+            let mut msg = chunk;
+            msg.advance(strip.min(*len));
+            return MsgRun::one(msg);
+        }
+        MsgRun {
+            data: chunk,
+            lens: Lens::Many(lens.to_vec()),
+            strip,
+        }
     }
 
     /// Each message's length in the buffer, before stripping.
@@ -132,18 +196,7 @@ impl MsgRun {
     /// The message that starts `off` bytes into the buffer and is `len` bytes long there.
     #[inline]
     pub(crate) fn message(&self, off: usize, len: usize) -> Bytes {
-        // Sliced whole, then stripped: a message stripped to nothing still holds its share of
-        // the buffer (an empty slice would not), so the buffer is reclaimed when the last
-        // message cut from it goes, however they were stripped. A run of one message that was
-        // already stripped to nothing is the same: its empty view still holds the buffer.
-        if len == 0 {
-            let mut m = self.data.clone();
-            m.advance(m.len());
-            return m;
-        }
-        let mut m = self.data.slice(off..off + len);
-        m.advance(self.strip.min(len));
-        m
+        cut(&self.data, off, len, self.strip)
     }
 
     /// The first message: for a run made by [`MsgRun::one`], the very `Bytes` it was given

@@ -186,6 +186,13 @@ pub(crate) struct Conn {
     pub(crate) backlog: Option<tx::Backlog>,
 }
 
+impl Conn {
+    /// Its backlog is full: new sends to it are refused, and only those (tx/backlog.rs).
+    pub(crate) fn backlog_full(&self) -> bool {
+        self.backlog.as_ref().is_some_and(tx::Backlog::is_full)
+    }
+}
+
 /// The multiplexor state machine. See the [module docs](self).
 pub struct MuxCore {
     kind: Kind,

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::{ConnectionId, EndpointId, Event, Kind, MuxCore, MuxError, RxMsg};
-use crate::run::MsgRun;
+use crate::run::{Cursor, MsgRun};
 
 /// What one receive call took off an endpoint's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,41 +134,31 @@ impl MuxCore {
     pub fn recv(&mut self, ep: EndpointId, max: usize, peek: bool) -> Option<RecvRead> {
         let kind = self.kind;
         let e = self.ep_mut(ep)?;
-        let front = e.rx.front_mut()?;
-        let full_len = front.data.len();
+        let (full_len, conn) = e.rx.front_len()?;
         let n = full_len.min(max);
-        let conn = front.conn;
         if peek {
             return Some(RecvRead {
-                data: front.data.slice(..n),
+                data: e.rx.front_mut()?.data.slice(..n),
                 conn,
                 eor: false,
                 trunc: false,
                 full_len,
             });
         }
-        let read = if n == full_len {
-            let m = e.rx.pop()?;
+        let read = if n == full_len || kind == Kind::Datagram {
+            // The whole message; a datagram endpoint drops what did not fit (§2.3).
+            let data = e.rx.pop()?.data;
             e.rx_mem -= full_len;
             RecvRead {
-                data: m.data,
+                data: if n == full_len { data } else { data.slice(..n) },
                 conn,
                 eor: true,
-                trunc: false,
-                full_len,
-            }
-        } else if kind == Kind::Datagram {
-            let m = e.rx.pop()?;
-            e.rx_mem -= full_len;
-            RecvRead {
-                data: m.data.slice(..n),
-                conn,
-                eor: true,
-                trunc: true,
+                trunc: n < full_len,
                 full_len,
             }
         } else {
-            let data = front.data.split_to(n);
+            // A seqpacket endpoint keeps the rest for the next call.
+            let data = e.rx.front_mut()?.data.split_to(n);
             e.rx_mem -= n;
             RecvRead {
                 data,
@@ -390,33 +380,5 @@ impl MuxCore {
         if let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) {
             e.rx_wait = on;
         }
-    }
-}
-
-/// A pass's run as it is handed out: its messages from the `next`-th on, which starts `off`
-/// bytes into its buffer.
-struct Cursor {
-    run: MsgRun,
-    next: usize,
-    off: usize,
-}
-
-impl Cursor {
-    fn new(run: MsgRun) -> Cursor {
-        Cursor {
-            run,
-            next: 0,
-            off: 0,
-        }
-    }
-
-    /// Every message has gone to an endpoint.
-    fn is_done(&self) -> bool {
-        self.next >= self.run.len()
-    }
-
-    /// The messages not handed out, in order.
-    fn into_rest(self) -> impl Iterator<Item = Bytes> {
-        self.run.into_messages_from(self.next, self.off)
     }
 }

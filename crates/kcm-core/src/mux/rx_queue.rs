@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::{ConnectionId, RxMsg};
-use crate::run::MsgRun;
+use crate::run::{Cursor, MsgRun};
 
 /// Messages queued on an endpoint.
 #[derive(Debug, Default)]
@@ -25,12 +25,10 @@ pub(crate) struct RxQueue {
 #[derive(Debug)]
 enum Entry {
     One(RxMsg),
-    /// The messages of `run` from the `next`-th on, which starts `off` bytes into its buffer.
+    /// The messages of a run not taken yet.
     Run {
         conn: ConnectionId,
-        run: MsgRun,
-        next: usize,
-        off: usize,
+        at: Cursor,
     },
 }
 
@@ -62,9 +60,7 @@ impl RxQueue {
                 self.msgs += n;
                 self.entries.push_back(Entry::Run {
                     conn,
-                    run,
-                    next: 0,
-                    off: 0,
+                    at: Cursor::new(run),
                 });
             }
         }
@@ -104,15 +100,10 @@ impl RxQueue {
                         break;
                     }
                 }
-                Entry::Run {
-                    conn,
-                    run,
-                    next,
-                    off,
-                } => {
+                Entry::Run { conn, at: cur } => {
                     // Where the run stands, in locals for the loop: written back once.
-                    let (lens, first) = (run.lens(), *next);
-                    let (mut i, mut at) = (first, *off);
+                    let (run, lens, first) = (&cur.run, cur.run.lens(), cur.next);
+                    let (mut i, mut at) = (first, cur.off);
                     let mut stop = false;
                     while n < max && i < lens.len() {
                         let len = lens[i];
@@ -124,7 +115,7 @@ impl RxQueue {
                         }
                     }
                     self.msgs -= i - first;
-                    (*next, *off) = (i, at);
+                    (cur.next, cur.off) = (i, at);
                     if i == lens.len() {
                         self.entries.pop_front();
                     }
@@ -135,6 +126,14 @@ impl RxQueue {
             }
         }
         n
+    }
+
+    /// The size of the message at the front and its connection, without taking it.
+    pub(crate) fn front_len(&self) -> Option<(usize, ConnectionId)> {
+        match self.entries.front()? {
+            Entry::One(m) => Some((m.data.len(), m.conn)),
+            Entry::Run { conn, at } => Some((at.next_size()?, *conn)),
+        }
     }
 
     /// The message at the front, made a lone entry so that it can be read in place (peeked
@@ -168,16 +167,7 @@ impl RxQueue {
             .flat_map(|e| -> Vec<(Bytes, ConnectionId)> {
                 match e {
                     Entry::One(m) => vec![(m.data.clone(), m.conn)],
-                    Entry::Run {
-                        conn,
-                        run,
-                        next,
-                        off,
-                    } => run
-                        .clone()
-                        .into_messages_from(*next, *off)
-                        .map(|m| (m, *conn))
-                        .collect(),
+                    Entry::Run { conn, at } => at.clone().into_rest().map(|m| (m, *conn)).collect(),
                 }
             })
     }

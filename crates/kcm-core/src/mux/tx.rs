@@ -19,7 +19,6 @@ use bytes::{Bytes, BytesMut};
 use super::{ConnectionId, EndpointId, Event, Kind, MuxCore};
 use crate::errno;
 pub(crate) use backlog::Backlog;
-use backlog::BACKLOG_MAX;
 pub use batch::{MsgData, Refused};
 #[cfg(test)]
 pub(crate) use queue::TxMsg;
@@ -189,7 +188,7 @@ impl MuxCore {
                 Some(None) => Err(SendError::NotConnected),
                 Some(Some(c)) if c.done => Err(SendError::NotConnected),
                 Some(Some(c)) if c.tx_stopped => Err(SendError::ConnectionDead),
-                Some(Some(c)) if c.backlog.as_ref().is_some_and(|b| b.bytes >= BACKLOG_MAX) => {
+                Some(Some(c)) if c.backlog_full() => {
                     conn_full = true;
                     Err(SendError::WouldBlock)
                 }

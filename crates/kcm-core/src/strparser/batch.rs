@@ -2,11 +2,11 @@
 //! per run of messages instead of once per message (splitting a `BytesMut` is most of a small
 //! message's parsing cost).
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use super::{MsgState, StrError, StrParser};
 use crate::parser::Parse;
-use crate::run::MsgRun;
+use crate::run::{cut, MsgRun};
 
 /// Most messages one scan records before the buffer is split. The record lives on the stack,
 /// so a connection keeps no memory for it whatever the message sizes; a longer run of
@@ -187,12 +187,8 @@ impl Sink for Vec<Bytes> {
         self.reserve(lens.len());
         let mut off = 0;
         for &len in lens {
-            // Sliced whole, then stripped, as `next_message` does: a message stripped to
-            // nothing still holds its share of the buffer (an empty slice would not), so the
-            // buffer is reclaimed at the same moment either way.
-            let mut msg = chunk.slice(off..off + len);
-            msg.advance(strip.min(len));
-            self.push(msg);
+            // As `next_message` cuts a message, and as a receiver's cut from a run.
+            self.push(cut(&chunk, off, len, strip));
             off += len;
         }
     }
@@ -207,14 +203,7 @@ struct Runs<'a, E>(&'a mut E);
 
 impl<E: Extend<MsgRun>> Sink for Runs<'_, E> {
     fn run(&mut self, chunk: Bytes, lens: &[usize], strip: usize) {
-        self.0.extend([if let [_] = lens {
-            // One message: no list of lengths to allocate.
-            let mut msg = chunk;
-            msg.advance(strip.min(msg.len()));
-            MsgRun::one(msg)
-        } else {
-            MsgRun::new(chunk, lens.to_vec(), strip)
-        }]);
+        self.0.extend([MsgRun::from_scan(chunk, lens, strip)]);
     }
 
     fn one(&mut self, m: Bytes) {

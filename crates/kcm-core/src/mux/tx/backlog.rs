@@ -28,7 +28,7 @@ use super::{gather, Transmit, TxResult};
 
 /// New sends addressed to a connection are refused while its backlog holds this many bytes
 /// (the default send buffer: what one endpoint could have queued for it anyway).
-pub(crate) const BACKLOG_MAX: usize = DEFAULT_BUF;
+const BACKLOG_MAX: usize = DEFAULT_BUF;
 
 /// Addressed messages waiting for one connection's write space (see the module docs).
 #[derive(Debug, Default)]
@@ -44,6 +44,11 @@ pub(crate) struct Backlog {
 }
 
 impl Backlog {
+    /// New sends to its connection are refused (`WouldBlock`) while this holds.
+    pub(crate) fn is_full(&self) -> bool {
+        self.bytes >= BACKLOG_MAX
+    }
+
     fn msgs(&self) -> usize {
         self.queue.iter().map(TxMsg::msgs).sum()
     }
@@ -94,9 +99,7 @@ impl MuxCore {
     }
 
     pub(super) fn backlog_full(&self, t: ConnectionId) -> bool {
-        self.conn(t)
-            .and_then(|c| c.backlog.as_ref())
-            .is_some_and(|b| b.bytes >= BACKLOG_MAX)
+        self.conn(t).is_some_and(super::super::Conn::backlog_full)
     }
 
     /// A new message from endpoint `ei` for `target` does not fit its send buffer. If the

@@ -8,7 +8,6 @@
 
 use bytes::Bytes;
 
-use super::backlog::BACKLOG_MAX;
 use super::{Parts, SendError, SendFlags, COALESCE_MAX};
 use crate::mux::{ConnectionId, EndpointId, MuxCore};
 
@@ -137,9 +136,7 @@ impl MuxCore {
                     Some(c) if c.done => Some(SendError::NotConnected),
                     Some(c) if c.tx_stopped => Some(SendError::ConnectionDead),
                     // Its backlog is full: only this connection refuses (backlog.rs).
-                    Some(c) if c.backlog.as_ref().is_some_and(|b| b.bytes >= BACKLOG_MAX) => {
-                        Some(SendError::WouldBlock)
-                    }
+                    Some(c) if c.backlog_full() => Some(SendError::WouldBlock),
                     Some(_) => {
                         usable = Some(t);
                         None
