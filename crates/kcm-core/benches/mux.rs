@@ -3,6 +3,10 @@
 //! - `rx_recv`: two connections each hand a 64-message read pass to the mux (`rx_pass`); the
 //!   passes are steered to the two endpoints of the eligible FIFO in turn; then both endpoints
 //!   `recv` every message. 128 messages an iteration.
+//! - `rx_run_recv_many` / `rx_run_recv_runs`: the same, with each pass handed over as one run
+//!   (`rx_pass_runs`, as the runtime does) and taken in one call per endpoint: as a `Bytes`
+//!   per message (`recv_many`, behind `Endpoint::recv_batch`), or as runs whose messages are
+//!   read in place (`recv_runs`, behind `Endpoint::recv_runs`).
 //! - `send_transmit` / `send_to_transmit`: one endpoint sends 64 messages (unaddressed, or
 //!   addressed to the connection as `Endpoint::send_to` does), then one `poll_transmit` takes
 //!   them all as one vectored write and `handle_transmit(Written(len))` reports it complete.
@@ -24,6 +28,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::Throughput;
 use kcm_core::mux::{ConnectionId, EndpointId, Kind, MuxCore, SendFlags, TxResult};
+use kcm_core::MsgRun;
 
 /// Messages in one read pass or one send burst.
 const PASS: usize = 64;
@@ -85,6 +90,38 @@ fn main() {
     );
     g.throughput(Throughput::Elements(2 * PASS as u64));
     g.bench_function("rx_recv", |b| b.iter(|| rx_iter(&mut mux)));
+
+    // Receive in runs: the same passes as one run each, taken in one call per endpoint.
+    let pass_buf = Bytes::from(common::thrift_stream(32, PASS));
+    let run = MsgRun::new(pass_buf, vec![request.len(); PASS], 0);
+    let run_iter = |mux: &mut MuxCore, by_runs: bool| {
+        for conn in conns {
+            let out = mux.rx_pass_runs(conn, [run.clone()], None);
+            debug_assert_eq!(out.delivered, PASS);
+        }
+        let mut n = 0;
+        for ep in [ep0, ep1] {
+            if by_runs {
+                mux.recv_runs(ep, usize::MAX, |_, run| {
+                    for m in run.iter() {
+                        black_box(m.data());
+                        n += 1;
+                    }
+                });
+            } else {
+                mux.recv_many(ep, usize::MAX, |data, _| {
+                    black_box(data);
+                    n += 1;
+                });
+            }
+        }
+        drain(mux);
+        n
+    };
+    for (name, by_runs) in [("rx_run_recv_many", false), ("rx_run_recv_runs", true)] {
+        assert_eq!(run_iter(&mut mux, by_runs), 2 * PASS, "{name}");
+        g.bench_function(name, |b| b.iter(|| run_iter(&mut mux, by_runs)));
+    }
 
     // Transmit: 1 endpoint, 1 connection.
     g.throughput(Throughput::Elements(PASS as u64));

@@ -26,7 +26,7 @@ pub mod strparser;
 pub use length_field::{ByteOrder, LengthField, LengthFieldBuilder, LengthFieldError, TooLong};
 pub use mqtt::Mqtt;
 pub use parser::{errno, Parse, Parser};
-pub use run::MsgRun;
+pub use run::{MsgRun, RunIter, RunMessage};
 pub use spec::{parse_spec, SpecError};
 pub use strparser::{StrConfig, StrError, StrParser};
 pub mod mux;

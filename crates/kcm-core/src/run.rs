@@ -162,6 +162,26 @@ impl MsgRun {
         })
     }
 
+    /// The messages, in order, borrowed: no reference count and no allocation per message.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use kcm_core::MsgRun;
+    ///
+    /// let run = MsgRun::new(Bytes::from_static(b"\x02ab\x01c\x00"), vec![3, 2, 1], 1);
+    /// let msgs: Vec<&[u8]> = run.iter().map(|m| m.data()).collect();
+    /// assert_eq!(msgs, [&b"ab"[..], b"c", b""]);
+    /// // A message can still be kept as its own zero-copy `Bytes`.
+    /// assert_eq!(run.iter().nth(1).unwrap().to_bytes(), &b"c"[..]);
+    /// ```
+    pub fn iter(&self) -> RunIter<'_> {
+        RunIter {
+            run: self,
+            next: 0,
+            off: 0,
+        }
+    }
+
     /// The run of the `lens` messages a scan found back to back in `chunk`, which holds
     /// exactly them (so no check of their sum, as [`MsgRun::new`] makes).
     pub(crate) fn from_scan(chunk: Bytes, lens: &[usize], strip: usize) -> MsgRun {
@@ -201,6 +221,7 @@ impl MsgRun {
 
     /// The first message: for a run made by [`MsgRun::one`], the very `Bytes` it was given
     /// (no new reference to the buffer).
+    #[inline(always)]
     pub(crate) fn into_only(self) -> Bytes {
         match self.lens {
             Lens::One(len) if self.strip == 0 && len == self.data.len() => self.data,
@@ -223,5 +244,60 @@ impl MsgRun {
             lens: Lens::Many(lens.to_vec()),
             strip: self.strip,
         }
+    }
+}
+
+/// The messages of a [`MsgRun`], borrowed, in order ([`MsgRun::iter`]).
+#[derive(Debug, Clone)]
+pub struct RunIter<'a> {
+    run: &'a MsgRun,
+    next: usize,
+    off: usize,
+}
+
+impl<'a> Iterator for RunIter<'a> {
+    type Item = RunMessage<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RunMessage<'a>> {
+        let len = *self.run.lens().get(self.next)?;
+        let m = RunMessage {
+            run: self.run,
+            off: self.off,
+            len,
+        };
+        self.next += 1;
+        self.off += len;
+        Some(m)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.run.len() - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for RunIter<'_> {}
+
+/// One message of a [`MsgRun`], borrowed from its buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RunMessage<'a> {
+    run: &'a MsgRun,
+    off: usize,
+    len: usize,
+}
+
+impl<'a> RunMessage<'a> {
+    /// The message's bytes (stripped as the run says).
+    #[inline]
+    pub fn data(&self) -> &'a [u8] {
+        let strip = self.run.strip.min(self.len);
+        &self.run.data[self.off + strip..self.off + self.len]
+    }
+
+    /// The message as its own `Bytes`: a zero-copy slice of the run's buffer, as
+    /// [`MsgRun::into_messages`] would give it.
+    pub fn to_bytes(&self) -> Bytes {
+        self.run.message(self.off, self.len)
     }
 }

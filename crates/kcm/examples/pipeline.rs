@@ -34,16 +34,16 @@ fn main() -> std::io::Result<()> {
     }
     ep.set_read_timeout(Some(Duration::from_millis(200)));
     let worker = std::thread::spawn(move || {
-        let mut batch = Vec::with_capacity(256);
+        let mut batch = kcm::RecvBatch::new();
         let mut replies = Vec::with_capacity(256);
         let mut done = 0usize;
         let mut batches = 0usize;
         while done < total {
-            if ep.recv_batch(&mut batch, 256).is_err() {
+            if ep.recv_runs(&mut batch, 256).is_err() {
                 continue;
             }
             batches += 1;
-            for m in batch.drain(..) {
+            for m in batch.iter() {
                 // A 16-byte ack built on the stack: copied into the send queue.
                 let mut ack = [0u8; 16];
                 ack[3] = 12;
@@ -51,6 +51,7 @@ fn main() -> std::io::Result<()> {
                 replies.push((m.conn, ack));
                 done += 1;
             }
+            batch.clear();
             let _ = ep.send_batch_to(replies.iter().map(|(c, a)| (*c, a)));
             replies.clear();
         }

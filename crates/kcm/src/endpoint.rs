@@ -20,8 +20,11 @@ use crate::shared::Events;
 use crate::shared::{EpIo, Shared};
 use crate::sys::{self, err, PollFd};
 
+mod batch;
 mod recv;
 mod send;
+
+pub use batch::{BatchMessage, RecvBatch};
 
 /// A received message and the connection it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -109,7 +109,7 @@ mod registry;
 mod shared;
 mod sys;
 
-pub use endpoint::{Endpoint, Message, RecvMeta};
+pub use endpoint::{BatchMessage, Endpoint, Message, RecvBatch, RecvMeta};
 pub use events::{ConnectionEvent, ConnectionEventKind, EVENT_LOG_CAP};
 pub use kcm_core::mux::{ConnectionId, EndpointId, Kind, MsgData, SendFlags};
 pub use kcm_core::stats::{ConnStats, EndpointStats, MuxStats, ParserStats};

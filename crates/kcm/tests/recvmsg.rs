@@ -190,6 +190,98 @@ fn recv_batch_takes_up_to_max_waiting_only_for_the_first() {
     });
 }
 
+/// `recv_runs` takes what `recv_batch` would, in the same order, with the same counters and
+/// the same waiting (only for the first message); a message kept with `to_bytes` outlives the
+/// batch, and a batch is added to until cleared.
+#[test]
+fn recv_runs_takes_what_recv_batch_would() {
+    let bodies: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    let want: Vec<Vec<u8>> = bodies.iter().map(|b| frame(b)).collect();
+    let (ep, mut client) = with_messages(Kind::Datagram, &refs);
+    let mut batch = kcm::RecvBatch::new();
+    assert_eq!(ep.recv_runs(&mut batch, 3).unwrap(), 3);
+    assert_eq!(batch.len(), 3);
+    let kept = batch.iter().nth(1).unwrap().to_message();
+    assert_eq!(
+        ep.recv_runs(&mut batch, 10).unwrap(),
+        4,
+        "should not wait for more than one"
+    );
+    let got: Vec<Vec<u8>> = batch.iter().map(|m| m.data.to_vec()).collect();
+    assert_eq!(got, want);
+    let conn = batch.iter().next().unwrap().conn;
+    assert!(batch.iter().all(|m| m.conn == conn));
+    assert_eq!(ep.stats().rx_msgs, 7);
+    let total: usize = want.iter().map(Vec::len).sum();
+    assert_eq!(ep.stats().rx_bytes, total as u64);
+    batch.clear();
+    assert!(batch.is_empty() && batch.iter().next().is_none());
+    assert_eq!((&kept.data[..], kept.conn), (&want[1][..], conn));
+
+    ep.set_read_timeout(Some(Duration::from_millis(50)));
+    assert_eq!(
+        ep.recv_runs(&mut batch, 4).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    assert!(batch.is_empty());
+    ep.set_read_timeout(Some(TIMEOUT));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let mut b = kcm::RecvBatch::new();
+            ep.recv_runs(&mut b, 4)
+                .map(|n| (n, b.drain().collect::<Vec<_>>()))
+        });
+        client.write_all(&frame(b"late")).unwrap();
+        let (n, v) = waiter.join().unwrap().unwrap();
+        assert_eq!((n, &v[0].data[..]), (1, &frame(b"late")[..]));
+    });
+}
+
+/// Many connections' pipelined passes taken as runs: every message arrives once, in order
+/// per connection, and each run's messages are those of one connection.
+#[test]
+fn recv_runs_keeps_each_connections_order_across_many_passes() {
+    const CONNS: usize = 4;
+    const PER_CONN: u32 = 2_000;
+    let ep = endpoint(Kind::Datagram);
+    let mut clients = Vec::new();
+    for _ in 0..CONNS {
+        let (client, server) = tcp_pair();
+        ep.attach(&server, thrift()).expect("attach");
+        clients.push(client);
+    }
+    std::thread::scope(|s| {
+        for mut c in clients.drain(..) {
+            s.spawn(move || {
+                // Small messages written in uneven chunks, so passes end mid-message.
+                let wire: Vec<u8> = (0..PER_CONN)
+                    .flat_map(|i| frame(&i.to_be_bytes()))
+                    .collect();
+                for chunk in wire.chunks(997) {
+                    c.write_all(chunk).unwrap();
+                }
+                c
+            });
+        }
+        let mut next = std::collections::HashMap::new();
+        let mut batch = kcm::RecvBatch::new();
+        let mut total = 0;
+        while total < CONNS * PER_CONN as usize {
+            total += ep.recv_runs(&mut batch, 100).unwrap();
+            for m in batch.iter() {
+                let i = u32::from_be_bytes(m.data[4..8].try_into().unwrap());
+                let want = next.entry(m.conn).or_insert(0u32);
+                assert_eq!(i, *want, "order on {:?}", m.conn);
+                *want += 1;
+            }
+            batch.clear();
+        }
+        assert_eq!(next.len(), CONNS);
+        assert!(next.values().all(|&n| n == PER_CONN));
+    });
+}
+
 /// The readiness an epoll instance reports for one descriptor within `timeout`.
 fn readiness(ep_fd: &impl AsFd, timeout: Duration) -> epoll::EventFlags {
     let mut evs: Vec<epoll::Event> = Vec::with_capacity(4);

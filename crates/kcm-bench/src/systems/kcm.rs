@@ -1,6 +1,6 @@
 //! `kcm`: this library. Every server connection is attached to one mux with the Thrift preset;
 //! each worker thread owns one endpoint (`Endpoint::new` + `clone_endpoint`), takes messages in
-//! batches (`recv_batch`) and answers each on the connection it came from (`send_batch_to`,
+//! batches (`recv_runs`: read in place, no `Bytes` per request) and answers each on the connection it came from (`send_batch_to`,
 //! addressed mode), so a connection's requests are load-balanced across the workers.
 
 use std::io;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, Message, MsgData, MuxOptions};
+use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, MsgData, MuxOptions, RecvBatch};
 
 use super::{Running, ServerCtx, MAX_FRAME, STOP_POLL};
 use crate::wire::{self, Op, Request};
@@ -98,10 +98,10 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
     } else {
         BATCH
     };
-    let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
+    let mut batch = RecvBatch::new();
     let mut replies: Vec<(ConnectionId, Reply)> = Vec::with_capacity(BATCH);
     while !ctx.stopped() {
-        match ep.recv_batch(&mut batch, batch_max) {
+        match ep.recv_runs(&mut batch, batch_max) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if super::is_disconnect(&e) => continue,
@@ -109,9 +109,9 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
         }
         let mut bytes = 0u64;
         let n = batch.len() as u64;
-        for m in batch.drain(..) {
+        for m in batch.iter() {
             bytes += m.data.len() as u64;
-            let req = match Request::parse(&m.data) {
+            let req = match Request::parse(m.data) {
                 Ok(r) => r,
                 Err(_) => {
                     ctx.counters.bad();
@@ -122,9 +122,10 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
             match req.op {
                 Op::None => {}
                 Op::Ack => replies.push((m.conn, Reply::Ack(wire::ack(req.seq, m.data.len())))),
-                Op::Echo => replies.push((m.conn, Reply::Echo(m.data))),
+                Op::Echo => replies.push((m.conn, Reply::Echo(m.to_bytes()))),
             }
         }
+        batch.clear();
         ctx.counters.add(n, bytes);
         if ctx.cpu_work && replies.len() < REPLY_BATCH && ep.queued().0 > 0 {
             continue;

@@ -88,18 +88,43 @@ impl MuxCore {
             }
         }
         let mut runs = runs.into_iter();
-        let mut cur = runs.next().map(Cursor::new);
-        while !paused {
-            let Some(at) = cur.as_mut() else { break };
-            match self.steer(&mut target).map(|t| self.fill(t, conn, at)) {
-                // `steer` answers an endpoint only when `fill` will take at least the next
-                // message there (one admission rule for both); parking is the safe way never
-                // to go round without progress all the same.
-                Some(0) | None => paused = true,
-                Some(n) => out.delivered += n,
+        let mut cur: Option<Cursor> = None;
+        'pass: while !paused {
+            let Some(run) = runs.next() else { break };
+            if run.len() == 1 {
+                // A message on its own (every pass of a request-reply load): queued as it is,
+                // with none of a run's bookkeeping.
+                match self.steer(&mut target) {
+                    Some(t) => {
+                        self.fill_one(t, conn, run.into_only());
+                        out.delivered += 1;
+                        continue;
+                    }
+                    None => {
+                        cur = Some(Cursor::new(run));
+                        paused = true;
+                        break;
+                    }
+                }
             }
-            if cur.as_ref().is_some_and(Cursor::is_done) {
-                cur = runs.next().map(Cursor::new);
+            cur = Some(Cursor::new(run)).filter(|c| !c.is_done());
+            while cur.is_some() {
+                match self
+                    .steer(&mut target)
+                    .map(|t| self.fill(t, conn, &mut cur))
+                {
+                    // `steer` answers an endpoint only when `fill` will take at least the
+                    // next message there (one admission rule for both); parking is the safe
+                    // way never to go round without progress all the same.
+                    Some(0) | None => {
+                        paused = true;
+                        break 'pass;
+                    }
+                    Some(n) => out.delivered += n,
+                }
+                if cur.as_ref().is_some_and(Cursor::is_done) {
+                    cur = None;
+                }
             }
         }
         // No endpoint can take the rest: parked, in order, and the connection paused. (Without
@@ -147,10 +172,12 @@ impl MuxCore {
         }
         let read = if n == full_len || kind == Kind::Datagram {
             // The whole message; a datagram endpoint drops what did not fit (§2.3).
-            let data = e.rx.pop()?.data;
+            let mut data = e.rx.pop()?.data;
             e.rx_mem -= full_len;
+            // In place: choosing between two `Bytes` made a copy of one through the stack.
+            data.truncate(n);
             RecvRead {
-                data: if n == full_len { data } else { data.slice(..n) },
+                data,
                 conn,
                 eor: true,
                 trunc: n < full_len,
@@ -265,12 +292,12 @@ impl MuxCore {
             // goes back to the head.
             let mut parked = std::mem::take(&mut c.parked);
             while let Some(data) = parked.pop_front() {
-                // `fill` admits a message exactly when the endpoint has room.
+                // Admitted exactly when the endpoint has room, as in `fill`.
                 if !self.ep_has_room(ei) {
                     parked.push_front(data);
                     break;
                 }
-                self.fill(ei, conn, &mut Cursor::new(MsgRun::one(data)));
+                self.fill_one(ei, conn, data);
             }
             let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
                 break;
@@ -318,15 +345,35 @@ impl MuxCore {
         }
     }
 
+    /// [`fill`](Self::fill) for a lone message on an endpoint that `steer` found with room.
+    fn fill_one(&mut self, ei: u32, conn: ConnectionId, data: Bytes) {
+        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let size = data.len();
+        let was_empty = e.rx.is_empty();
+        e.rx_mem += size;
+        e.rx.push(RxMsg { data, conn });
+        if was_empty {
+            self.events.push_back(Event::Readable(EndpointId(ei)));
+        }
+        self.stats.rx_msgs += 1;
+        self.stats.rx_bytes += size as u64;
+    }
+
     /// Queues messages of connection `conn` from `at` (a pass, or a message it parked) on
     /// endpoint `ei` while it has room, with one endpoint lookup for the run: the admission
     /// rule is checked before each message (§5.1), `Readable` comes only for the first message
     /// into an empty queue, and the mux counts each message, this being the first time it
     /// reaches an endpoint (a later requeue moves it without counting it again). What it takes
-    /// goes on the queue as one run; `at` is left at the first message that did not fit.
-    /// Returns how many it queued.
-    fn fill(&mut self, ei: u32, conn: ConnectionId, at: &mut Cursor) -> usize {
+    /// goes on the queue as one run; `cur` is left at the first message that did not fit, or
+    /// emptied when the whole run went (moved as it is: a pass of one message costs no copy of
+    /// its run and no empty one left in its place). Returns how many it queued.
+    fn fill(&mut self, ei: u32, conn: ConnectionId, cur: &mut Option<Cursor>) -> usize {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let Some(at) = cur.as_mut() else {
             return 0;
         };
         let was_empty = e.rx.is_empty();
@@ -343,11 +390,13 @@ impl MuxCore {
         let n = i - at.next;
         if n == lens.len() {
             // The whole run: queued as it is.
-            e.rx.push_run(conn, std::mem::take(&mut at.run));
+            if let Some(at) = cur.take() {
+                e.rx.push_run(conn, at.run);
+            }
         } else if n > 0 {
             e.rx.push_run(conn, at.run.part(at.next, i, at.off));
+            (at.next, at.off) = (i, off);
         }
-        (at.next, at.off) = (i, off);
         if was_empty && n > 0 {
             self.events.push_back(Event::Readable(EndpointId(ei)));
         }

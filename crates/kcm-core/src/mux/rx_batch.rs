@@ -1,9 +1,12 @@
 //! Batch receive: many whole messages off an endpoint's queue in one call (the runtime's
-//! `recvmmsg`), with one endpoint lookup and one counter update per run instead of per message.
+//! `recvmmsg`), with one endpoint lookup and one counter update per queue entry instead of per
+//! message: as the runs they are queued in (`recv_runs`), or cut into a `Bytes` each
+//! (`recv_many`).
 
 use bytes::Bytes;
 
 use super::{ConnectionId, EndpointId, Ep, MuxCore};
+use crate::MsgRun;
 
 impl MuxCore {
     /// Takes up to `max_msgs` whole messages off the front of an endpoint's queue, handing
@@ -39,12 +42,68 @@ impl MuxCore {
         max_msgs: usize,
         mut f: impl FnMut(Bytes, ConnectionId),
     ) -> usize {
+        // A run's messages are cut from its buffer here, in order; a run is only split (its
+        // lengths copied) where the count or the low-water mark ends a call inside it.
+        self.recv_runs(ep, max_msgs, |conn, run| {
+            for data in run.into_messages() {
+                f(data, conn);
+            }
+        })
+    }
+
+    /// [`recv_many`](Self::recv_many) handing over runs: the same messages in the same order,
+    /// with the same counters and eligibility effects, given to `f` as the runs they are queued
+    /// in ([`MsgRun`]; a lone message as a run of one) with the connection they came from. A
+    /// receiver that only reads its messages (`MsgRun::iter`) then costs no reference count
+    /// and no allocation per message.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use kcm_core::mux::{Kind, MuxCore};
+    /// use kcm_core::MsgRun;
+    ///
+    /// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+    /// let conn = mux.attach();
+    /// let run = MsgRun::new(Bytes::from_static(b"onetwothree"), vec![3, 3, 5], 0);
+    /// mux.rx_pass_runs(conn, [run], None);
+    /// let mut got = Vec::new();
+    /// assert_eq!(mux.recv_runs(ep, 2, |from, run| got.push((from, run))), 2);
+    /// let msgs: Vec<&[u8]> = got[0].1.iter().map(|m| m.data()).collect();
+    /// assert_eq!((got.len(), got[0].0), (1, conn));
+    /// assert_eq!(msgs, [&b"one"[..], b"two"]);
+    /// assert_eq!(mux.rx_queued(ep), Some((1, 5)));
+    /// ```
+    pub fn recv_runs(
+        &mut self,
+        ep: EndpointId,
+        max_msgs: usize,
+        mut f: impl FnMut(ConnectionId, MsgRun),
+    ) -> usize {
         let mut taken = 0;
         while taken < max_msgs {
             let Some(e) = self.ep_mut(ep) else {
                 break;
             };
-            let (n, low) = take_run(e, max_msgs - taken, &mut f);
+            let Ep {
+                rx,
+                rx_mem,
+                rcvlowat,
+                stats,
+                ..
+            } = e;
+            let (mut bytes, mut low) = (0, false);
+            let n = rx.take_runs(
+                max_msgs - taken,
+                |size| {
+                    *rx_mem -= size;
+                    bytes += size as u64;
+                    low = *rx_mem < *rcvlowat;
+                    !low
+                },
+                &mut f,
+            );
+            stats.rx_msgs += n as u64;
+            stats.rx_bytes += bytes;
             taken += n;
             if !low {
                 break;
@@ -54,36 +113,12 @@ impl MuxCore {
             // above a message's size: called here, with messages still queued, it absorbs
             // held and parked messages only up to SO_RCVBUF, and fewer than it would with the
             // queue emptied (test `a_low_water_mark_above_one_absorbs_where_one_at_a_time_does`).
-            // So the run stops here, and what this appends behind the queue is taken next if
-            // the count allows, as with one `recv` at a time. With the default mark (1) this is
-            // only once the queue is empty, in practice once per batch, and the call returns
+            // So the call goes on after it, and what this appends behind the queue is taken
+            // next if the count allows, as with one `recv` at a time. With the default mark (1)
+            // this is only once the queue is empty, in practice once per batch, and it returns
             // at once when the endpoint is already eligible.
             self.rcv_ready(ep.0);
         }
         taken
     }
-}
-
-/// Takes whole messages off the front of `e`'s queue, up to `max`, until one leaves its
-/// memory below the low-water mark; updates the counters once. Returns how many it took and
-/// whether it stopped below the mark.
-fn take_run(e: &mut Ep, max: usize, f: &mut impl FnMut(Bytes, ConnectionId)) -> (usize, bool) {
-    let (mut bytes, mut low) = (0, false);
-    let Ep {
-        rx,
-        rx_mem,
-        rcvlowat,
-        stats,
-        ..
-    } = e;
-    let n = rx.take(max, |data, conn| {
-        *rx_mem -= data.len();
-        bytes += data.len() as u64;
-        f(data, conn);
-        low = *rx_mem < *rcvlowat;
-        !low
-    });
-    stats.rx_msgs += n as u64;
-    stats.rx_bytes += bytes;
-    (n, low)
 }

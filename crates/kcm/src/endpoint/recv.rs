@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use kcm_core::mux::Event;
 
-use super::{from_nanos, Endpoint, Message, RecvMeta};
+use super::batch::BatchSink;
+use super::{from_nanos, Endpoint, Message, RecvBatch, RecvMeta};
 use crate::shared::Events;
 use crate::shared::Shared;
 use crate::sys;
@@ -59,7 +60,42 @@ impl Endpoint {
     /// Receives up to `max` whole messages into `out` (`recvmmsg` with `MSG_WAITFORONE`):
     /// waits for the first as [`Endpoint::recv`] does, then takes whatever else is already
     /// queued. Returns how many were added.
+    ///
+    /// [`Endpoint::recv_runs`] takes the same messages without a `Bytes` for each.
     pub fn recv_batch(&self, out: &mut Vec<Message>, max: usize) -> io::Result<usize> {
+        self.recv_batch_into(out, max)
+    }
+
+    /// Receives up to `max` whole messages into `batch`, as [`Endpoint::recv_batch`] does,
+    /// but keeps them as the runs they arrived in ([`RecvBatch`]): a read pass of many small
+    /// messages is taken as one buffer and a list of lengths, and reading them costs no
+    /// reference count or allocation per message. The batch is added to, not cleared.
+    /// Returns how many messages were added.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::net::{TcpListener, TcpStream};
+    /// use kcm::{Endpoint, Kind, RecvBatch};
+    ///
+    /// let l = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(l.local_addr()?)?;
+    /// let ep = Endpoint::new(Kind::Datagram)?;
+    /// ep.attach(&l.accept()?.0, kcm::presets::by_name("thrift").unwrap())?;
+    /// client.write_all(b"\0\0\0\x03one\0\0\0\x03two")?;
+    /// let mut batch = RecvBatch::new();
+    /// while batch.len() < 2 {
+    ///     ep.recv_runs(&mut batch, 64)?;
+    /// }
+    /// let got: Vec<&[u8]> = batch.iter().map(|m| m.data).collect();
+    /// assert_eq!(got, [&b"\0\0\0\x03one"[..], b"\0\0\0\x03two"]);
+    /// batch.clear();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_runs(&self, batch: &mut RecvBatch, max: usize) -> io::Result<usize> {
+        self.recv_batch_into(batch, max)
+    }
+
+    fn recv_batch_into(&self, out: &mut impl BatchSink, max: usize) -> io::Result<usize> {
         if max == 0 {
             return Ok(0);
         }
@@ -72,15 +108,12 @@ impl Endpoint {
             let mut st = self.shared.lock();
             if st.core.rx_queued(self.id).is_none_or(|(msgs, _)| msgs == 0) {
                 drop(st);
-                let first = self.recv()?;
-                out.push(first);
+                out.push_one(self.recv()?);
                 n = 1;
                 waited = true;
                 st = self.shared.lock();
             }
-            n += st.core.recv_many(self.id, max - n, |data, conn| {
-                out.push(Message { data, conn })
-            });
+            n += out.take(&mut st.core, self.id, max - n);
             self.shared.set_busy(&self.io, true);
             Shared::drain(&mut st.core, &mut events);
         }

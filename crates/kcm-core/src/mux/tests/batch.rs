@@ -1,7 +1,8 @@
 //! The batch paths against one message at a time: [`MuxCore::rx_pass_runs`] (passes as runs of
 //! messages, queued as runs) and `rcv_ready` against the per-message delivery they replaced
 //! (kept here as the reference), and
-//! [`MuxCore::recv_many`] against repeated whole [`MuxCore::recv`] calls. Two muxes are
+//! [`MuxCore::recv_many`] and [`MuxCore::recv_runs`] against repeated whole [`MuxCore::recv`]
+//! calls. Two muxes are
 //! driven through the same random operations, one each way, and must stay identical:
 //! what was taken, events, counters, queues, eligibility, parked and held messages.
 
@@ -13,7 +14,9 @@ use crate::MsgRun;
 
 mod reference;
 
-use reference::{rcv_ready_one_by_one, recv_batch, recv_one_by_one, rx_pass_one_by_one};
+use reference::{
+    rcv_ready_one_by_one, recv_as_runs, recv_batch, recv_one_by_one, rx_pass_one_by_one,
+};
 
 type QueuedMsg = (Bytes, ConnectionId);
 type EpState = (
@@ -95,6 +98,11 @@ enum Op {
         ep: usize,
         max: usize,
     },
+    /// `recv_runs`, read back message by message.
+    RecvRuns {
+        ep: usize,
+        max: usize,
+    },
     RecvDisable(usize, bool),
     SetRcvbuf(usize, usize),
     SetRcvlowat(usize, usize),
@@ -127,6 +135,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(ep, max, peek)| Op::Recv { ep, max, peek }),
         5 => (0..8usize, prop_oneof![0..4usize, 4..20usize, Just(usize::MAX)])
             .prop_map(|(ep, max)| Op::RecvMany { ep, max }),
+        3 => (0..8usize, prop_oneof![0..4usize, 4..20usize, Just(usize::MAX)])
+            .prop_map(|(ep, max)| Op::RecvRuns { ep, max }),
         1 => (0..8usize, any::<bool>()).prop_map(|(ep, on)| Op::RecvDisable(ep, on)),
         1 => (0..8usize, prop_oneof![Just(1usize), 8..80usize, Just(DEFAULT_BUF)])
             .prop_map(|(ep, n)| Op::SetRcvbuf(ep, n)),
@@ -209,6 +219,11 @@ impl Pair {
                 let ep = self.ep(ep);
                 let one = recv_one_by_one(&mut self.a, ep, max);
                 assert_eq!(one, recv_batch(&mut self.b, ep, max), "messages taken");
+            }
+            Op::RecvRuns { ep, max } => {
+                let ep = self.ep(ep);
+                let one = recv_one_by_one(&mut self.a, ep, max);
+                assert_eq!(one, recv_as_runs(&mut self.b, ep, max), "messages taken");
             }
             Op::RecvDisable(i, on) => {
                 let ep = self.ep(i);

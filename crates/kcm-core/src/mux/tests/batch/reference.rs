@@ -133,3 +133,25 @@ pub(super) fn recv_batch(
     assert_eq!(n, out.len(), "the count returned");
     out
 }
+
+/// What `recv_runs` takes, message by message, both ways a receiver may read a run (borrowed,
+/// and cut as `Bytes`), which must agree.
+pub(super) fn recv_as_runs(
+    mux: &mut MuxCore,
+    ep: EndpointId,
+    max: usize,
+) -> Vec<(Bytes, ConnectionId)> {
+    let mut out = Vec::new();
+    let n = mux.recv_runs(ep, max, |conn, run| {
+        assert!(!run.is_empty(), "an empty run handed over");
+        let cut: Vec<Bytes> = run.clone().into_messages().collect();
+        let borrowed: Vec<&[u8]> = run.iter().map(|m| m.data()).collect();
+        assert_eq!(cut, borrowed, "a run read two ways");
+        for m in run.iter() {
+            assert_eq!(m.to_bytes(), m.data());
+            out.push((m.to_bytes(), conn));
+        }
+    });
+    assert_eq!(n, out.len(), "the count returned");
+    out
+}
