@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 
-use super::{ConnectionId, EndpointId, Ep, MuxCore};
+use super::rx_queue::Budget;
+use super::{ConnectionId, EndpointId, MuxCore};
 use crate::MsgRun;
 
 impl MuxCore {
@@ -84,28 +85,18 @@ impl MuxCore {
             let Some(e) = self.ep_mut(ep) else {
                 break;
             };
-            let Ep {
-                rx,
-                rx_mem,
-                rcvlowat,
-                stats,
-                ..
-            } = e;
-            let (mut bytes, mut low) = (0, false);
-            let n = rx.take_runs(
-                max_msgs - taken,
-                |size| {
-                    *rx_mem -= size;
-                    bytes += size as u64;
-                    low = *rx_mem < *rcvlowat;
-                    !low
-                },
-                &mut f,
-            );
-            stats.rx_msgs += n as u64;
-            stats.rx_bytes += bytes;
+            let mut budget = Budget {
+                mem: e.rx_mem,
+                lowat: e.rcvlowat,
+                bytes: 0,
+                low: false,
+            };
+            let n = e.rx.take_runs(max_msgs - taken, &mut budget, &mut f);
+            e.rx_mem = budget.mem;
+            e.stats.rx_msgs += n as u64;
+            e.stats.rx_bytes += budget.bytes;
             taken += n;
-            if !low {
+            if !budget.low {
                 break;
             }
             // Where `recv` would call it: after the message that went below the low-water

@@ -12,6 +12,25 @@ use std::collections::VecDeque;
 use super::{ConnectionId, RxMsg};
 use crate::run::{Cursor, MsgRun};
 
+/// What a batch receive counts what it takes against ([`RxQueue::take_runs`]): the
+/// endpoint's queued bytes, its low-water mark (§5.1), and what was taken.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub(crate) mem: usize,
+    pub(crate) lowat: usize,
+    pub(crate) bytes: u64,
+    /// The memory went below the mark: the call takes no more.
+    pub(crate) low: bool,
+}
+
+impl Budget {
+    fn take(&mut self, size: usize) {
+        self.mem -= size;
+        self.bytes += size as u64;
+        self.low = self.mem < self.lowat;
+    }
+}
+
 /// Messages queued on an endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct RxQueue {
@@ -97,47 +116,57 @@ impl RxQueue {
     }
 
     /// Takes up to `max` messages off the front, in order, handing them to `out` as runs (one
-    /// per queue entry, or per part of one); `keep_going` sees each message's size as it is
-    /// taken and may end the call after it. No message's `Bytes` is cut; a run taken whole
-    /// moves out as it is, and only a run taken in part is copied (its lengths, once).
+    /// per queue entry, or per part of one), and counts them against `budget`: the call ends
+    /// after the message that leaves the queue's memory below the low-water mark. No message's
+    /// `Bytes` is cut; a run taken whole moves out as it is, and only a run taken in part is
+    /// copied (its lengths, once). Returns how many it took.
     pub(crate) fn take_runs(
         &mut self,
         max: usize,
-        mut keep_going: impl FnMut(usize) -> bool,
+        budget: &mut Budget,
         mut out: impl FnMut(ConnectionId, MsgRun),
     ) -> usize {
         let mut n = 0;
-        while n < max {
+        while n < max && !budget.low {
             let Some(front) = self.entries.front_mut() else {
                 break;
             };
             match front {
                 Entry::One(m) => {
-                    let go = keep_going(m.data.len());
+                    budget.take(m.data.len());
                     let Some(Entry::One(m)) = self.entries.pop_front() else {
                         break;
                     };
                     n += 1;
                     self.msgs -= 1;
                     out(m.conn, MsgRun::one(m.data));
-                    if !go {
-                        break;
-                    }
                 }
                 Entry::Run(r) => {
                     let RunEntry { conn, at: cur } = &mut **r;
                     let conn = *conn;
                     let (run, lens, first) = (&cur.run, cur.run.lens(), cur.next);
+                    let end = lens.len().min(first.saturating_add(max - n));
                     let (mut i, mut at) = (first, cur.off);
-                    let mut stop = false;
-                    while n < max && i < lens.len() {
-                        let len = lens[i];
-                        (i, at, n) = (i + 1, at + len, n + 1);
-                        if !keep_going(run.size(len)) {
-                            stop = true;
-                            break;
+                    // Whole when the mark cannot be crossed before its last message (always,
+                    // with the default mark of 1, unless the run empties the queue); else
+                    // message by message, to stop where it is crossed.
+                    let (raw, size) = lens[first..end]
+                        .iter()
+                        .fold((0, 0), |(r, s), &l| (r + l, s + run.size(l)));
+                    if budget
+                        .mem
+                        .checked_sub(size)
+                        .is_some_and(|m| m >= budget.lowat)
+                    {
+                        budget.take(size);
+                        (i, at) = (end, at + raw);
+                    } else {
+                        while i < end && !budget.low {
+                            budget.take(run.size(lens[i]));
+                            (i, at) = (i + 1, at + lens[i]);
                         }
                     }
+                    n += i - first;
                     self.msgs -= i - first;
                     if i == lens.len() && first == 0 {
                         if let Some(Entry::Run(r)) = self.entries.pop_front() {
@@ -149,9 +178,6 @@ impl RxQueue {
                         if i == lens.len() {
                             self.entries.pop_front();
                         }
-                    }
-                    if stop {
-                        break;
                     }
                 }
             }
