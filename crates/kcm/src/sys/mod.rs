@@ -1,7 +1,8 @@
 //! Every system call the runtime makes, in one place (the mio model).
 //!
 //! The calls go through [`rustix`], which wraps the raw syscalls safely; the only `unsafe`
-//! left is telling a [`BytesMut`] how many bytes the kernel wrote into its spare capacity.
+//! left is telling a [`BytesMut`] how many bytes the kernel wrote into its spare capacity, and
+//! `epoll_pwait2` for waits finer than a millisecond ([`pwait2`]).
 //! Sockets are never switched to non-blocking mode: the connection's file description is
 //! shared with the application's own descriptor, and flipping `O_NONBLOCK` on it would change
 //! the application's socket too. Every read and write passes `MSG_DONTWAIT` instead, and every
@@ -9,6 +10,7 @@
 //! (`kcm-spec.md` §13 question 5).
 
 mod pollfd;
+mod pwait2;
 pub(crate) use pollfd::PollFd;
 
 use std::io::{self, IoSlice};
@@ -56,6 +58,12 @@ impl Epoll {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         out.clear();
+        if let Some(d) = timeout {
+            // Not whole milliseconds: `epoll_wait` would round it up.
+            if d.subsec_nanos() % 1_000_000 != 0 && pwait2::available() {
+                return pwait2::wait(self.0.as_fd(), out, d);
+            }
+        }
         // On the stack: this runs once per wait of every receiving thread, and a heap buffer
         // cost an allocation and a free each time.
         let mut evs = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 64];
