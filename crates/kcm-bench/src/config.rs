@@ -12,7 +12,8 @@ pub enum Workload {
     /// 5,000 B → 16 B ack, C connections, 1 in flight each; plus a one-way 5,000 B stream.
     #[value(name = "W1", alias = "w1")]
     W1,
-    /// 64 B → 64 B with exponential CPU work (mean 20 µs), 8 connections, one with 90 %.
+    /// 64 B → 64 B with exponential CPU work (mean 20 µs), 8 connections, one with 90 % of the
+    /// requests (`--hot-share`).
     #[value(name = "W2", alias = "w2")]
     W2,
     /// 32 B → 16 B, pipelined, depth D per connection.

@@ -102,8 +102,11 @@ pub fn short(v: f64) -> String {
         0
     } else if x.abs() >= 10.0 {
         1
-    } else {
+    } else if x.abs() >= 1.0 || x == 0.0 {
         2
+    } else {
+        // Below one (a server's µs of CPU per W3 message): still three significant digits.
+        3
     };
     format!("{x:.prec$}{suffix}")
 }
@@ -152,7 +155,7 @@ fn row_cells(r: &Row) -> Vec<String> {
         .map_or("-".into(), |s| format!("{:.0} %", s.median));
     let srv = r
         .spread(|x| Some(x.server_cpu_us))
-        .map_or("-".into(), |s| three_digits(s.median));
+        .map_or("-".into(), |s| short(s.median));
     vec![
         r.label(),
         spread_rate(r.spread(|x| Some(x.qps))),
@@ -165,17 +168,6 @@ fn row_cells(r: &Row) -> Vec<String> {
         cpu,
         srv,
     ]
-}
-
-/// A figure with three significant digits (0.193, 11.2, 28.6), for values from tenths of a µs
-/// (W3) to tens of µs (W2).
-fn three_digits(v: f64) -> String {
-    match v {
-        v if v < 1.0 => format!("{v:.3}"),
-        v if v < 10.0 => format!("{v:.2}"),
-        v if v < 100.0 => format!("{v:.1}"),
-        v => format!("{v:.0}"),
-    }
 }
 
 /// One workload's table, ratios and notes.
@@ -292,6 +284,8 @@ mod tests {
         assert_eq!(short(70_336.0), "70.3k");
         assert_eq!(short(1_337_713.0), "1.34M");
         assert_eq!(short(512.0), "512");
+        assert_eq!(short(0.193), "0.193");
+        assert_eq!(short(11.24), "11.2");
         assert_eq!(short(2.5e9), "2.50G");
     }
 

@@ -55,6 +55,15 @@ impl Cursor {
         self.run.lens().get(self.next).map(|&l| self.run.size(l))
     }
 
+    /// Hands out the next message.
+    #[inline]
+    pub(crate) fn next_message(&mut self) -> Option<Bytes> {
+        let len = *self.run.lens().get(self.next)?;
+        let m = self.run.message(self.off, len);
+        (self.next, self.off) = (self.next + 1, self.off + len);
+        Some(m)
+    }
+
     /// The messages not handed out yet, in order.
     pub(crate) fn into_rest(self) -> impl Iterator<Item = Bytes> {
         self.run.into_messages_from(self.next, self.off)
@@ -90,17 +99,6 @@ pub struct MsgRun {
 enum Lens {
     One(usize),
     Many(Vec<usize>),
-}
-
-/// An empty run (no message).
-impl Default for MsgRun {
-    fn default() -> MsgRun {
-        MsgRun {
-            data: Bytes::new(),
-            lens: Lens::Many(Vec::new()),
-            strip: 0,
-        }
-    }
 }
 
 impl MsgRun {

@@ -1,7 +1,8 @@
 //! `kcm`: this library. Every server connection is attached to one mux with the Thrift preset;
 //! each worker thread owns one endpoint (`Endpoint::new` + `clone_endpoint`), takes messages in
-//! batches (`recv_runs`: read in place, no `Bytes` per request) and answers each on the connection it came from (`send_batch_to`,
-//! addressed mode), so a connection's requests are load-balanced across the workers.
+//! batches (`recv_runs`: read in place, a `Bytes` only for a request echoed back) and answers
+//! each on the connection it came from (`send_batch_to`, addressed mode), so a connection's
+//! requests are load-balanced across the workers.
 
 use std::io;
 use std::net::TcpStream;
@@ -105,7 +106,7 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if super::is_disconnect(&e) => continue,
-            Err(e) => return Err(e).context("kcm: recv_batch"),
+            Err(e) => return Err(e).context("kcm: recv_runs"),
         }
         let mut bytes = 0u64;
         let n = batch.len() as u64;

@@ -209,13 +209,7 @@ impl LengthFieldBuilder {
         } else {
             0
         };
-        // What `width` bytes can hold, read as `signed` says.
-        let bits = 8 * self.width as u32;
-        let (min_value, max_value) = if self.signed {
-            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
-        } else {
-            (0, (1i128 << bits) - 1)
-        };
+        let (min_value, max_value) = LengthField::domain(self.width, self.signed);
         // The field values `parse` turns into a length: `header_len <= value + base <= cap`.
         let values = (
             (header_len as i128 - base).max(min_value),

@@ -66,12 +66,7 @@ impl LengthField {
             });
         }
         let value = total as i128 - self.base;
-        let bits = 8 * self.opts.width as u32;
-        let (lo, hi) = if self.opts.signed {
-            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
-        } else {
-            (0, (1i128 << bits) - 1)
-        };
+        let (lo, hi) = LengthField::domain(self.opts.width, self.opts.signed);
         if value < lo || value > hi {
             return Err(LengthEncodeError::Unrepresentable { total, value });
         }

@@ -10,7 +10,8 @@
 //! All option checks happen once in [`LengthFieldBuilder::build`]; `parse` then does one bounds
 //! check, one fixed-width load and two comparisons per message, and `scan` (the stream
 //! parser's batch walk) turns the limits into a range of field values once per call, so a run
-//! of messages costs a load, an add and two comparisons each.
+//! of messages costs a load, an add and a few comparisons each (header and body present,
+//! value in range).
 
 mod builder;
 mod encode;
@@ -258,14 +259,30 @@ impl LengthField {
     #[inline]
     pub fn declared_total(&self, view: &[u8]) -> Option<i128> {
         let field = view.get(self.opts.offset..self.header_len)?;
-        let raw = self.reader.read(field)?;
+        let bits = self.extend(self.reader.read(field)?);
         let value = if self.opts.signed {
-            // Move the field's sign bit to bit 63, then shift back arithmetically.
-            i128::from(((raw << self.sign_shift) as i64) >> self.sign_shift)
+            i128::from(bits as i64)
         } else {
-            i128::from(raw)
+            i128::from(bits)
         };
         Some(value + self.base)
+    }
+
+    /// The values a field of `width` bytes holds, read as `signed` says.
+    fn domain(width: usize, signed: bool) -> (i128, i128) {
+        let bits = 8 * width as u32;
+        if signed {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        } else {
+            (0, (1i128 << bits) - 1)
+        }
+    }
+
+    /// A field read as its 64-bit pattern: a signed field's sign bit moved to bit 63 and
+    /// shifted back arithmetically; an unsigned one as it is (its shift is 0).
+    #[inline(always)]
+    fn extend(&self, raw: u64) -> u64 {
+        (((raw << self.sign_shift) as i64) >> self.sign_shift) as u64
     }
 
     /// The answer for a total over the limit; out of line because it is rare.
@@ -300,7 +317,7 @@ impl Parser for LengthField {
     }
 
     /// A walk that decides once per call which field values are messages, so each message
-    /// costs a load, an add and two comparisons (see the `scan` module). It answers exactly as
+    /// costs a load, an add and a few comparisons (see the `scan` module). It answers exactly as
     /// the default walk does.
     fn scan(&self, buf: &[u8], max: usize, lens: &mut [usize]) -> (usize, Option<Parse>) {
         self.scan_fast(buf, max, lens)

@@ -58,8 +58,7 @@ impl LengthField {
     /// without a fixed-size load.
     #[inline(always)]
     fn field_bits(&self, head: &[u8]) -> Option<u64> {
-        let raw = self.reader.read(head.get(self.opts.offset..)?)?;
-        Some((((raw << self.sign_shift) as i64) >> self.sign_shift) as u64)
+        Some(self.extend(self.reader.read(head.get(self.opts.offset..)?)?))
     }
 
     /// [`Parser::scan`](crate::Parser::scan) for a length field: picks the walk whose load

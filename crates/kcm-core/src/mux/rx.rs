@@ -122,9 +122,6 @@ impl MuxCore {
                     }
                     Some(n) => out.delivered += n,
                 }
-                if cur.as_ref().is_some_and(Cursor::is_done) {
-                    cur = None;
-                }
             }
         }
         // No endpoint can take the rest: parked, in order, and the connection paused. (Without
@@ -330,8 +327,9 @@ impl MuxCore {
             .is_some_and(|e| !e.disabled && e.rx_mem < e.rcvbuf)
     }
 
-    /// Queues a message on an endpoint (one that is moved: held or requeued; messages coming
-    /// from a connection go through [`fill`](Self::fill), which also counts them).
+    /// Queues a message on an endpoint, uncounted (one that is moved: held or requeued;
+    /// messages coming from a connection go through [`fill`](Self::fill) or
+    /// [`fill_one`](Self::fill_one), which also count them).
     pub(super) fn enqueue(&mut self, ei: u32, m: RxMsg) {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return;
@@ -347,18 +345,10 @@ impl MuxCore {
 
     /// [`fill`](Self::fill) for a lone message on an endpoint that `steer` found with room.
     fn fill_one(&mut self, ei: u32, conn: ConnectionId, data: Bytes) {
-        let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        let size = data.len();
-        let was_empty = e.rx.is_empty();
-        e.rx_mem += size;
-        e.rx.push(RxMsg { data, conn });
-        if was_empty {
-            self.events.push_back(Event::Readable(EndpointId(ei)));
-        }
+        let size = data.len() as u64;
+        self.enqueue(ei, RxMsg { data, conn });
         self.stats.rx_msgs += 1;
-        self.stats.rx_bytes += size as u64;
+        self.stats.rx_bytes += size;
     }
 
     /// Queues messages of connection `conn` from `at` (a pass, or a message it parked) on
@@ -367,8 +357,8 @@ impl MuxCore {
     /// into an empty queue, and the mux counts each message, this being the first time it
     /// reaches an endpoint (a later requeue moves it without counting it again). What it takes
     /// goes on the queue as one run; `cur` is left at the first message that did not fit, or
-    /// emptied when the whole run went (moved as it is: a pass of one message costs no copy of
-    /// its run and no empty one left in its place). Returns how many it queued.
+    /// emptied once the run is all gone (a run taken whole is moved as it is, with no copy and
+    /// no empty run left in its place). Returns how many it queued.
     fn fill(&mut self, ei: u32, conn: ConnectionId, cur: &mut Option<Cursor>) -> usize {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return 0;
@@ -396,6 +386,9 @@ impl MuxCore {
         } else if n > 0 {
             e.rx.push_run(conn, at.run.part(at.next, i, at.off));
             (at.next, at.off) = (i, off);
+            if at.is_done() {
+                *cur = None;
+            }
         }
         if was_empty && n > 0 {
             self.events.push_back(Event::Readable(EndpointId(ei)));

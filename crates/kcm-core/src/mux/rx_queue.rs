@@ -91,21 +91,17 @@ impl RxQueue {
     /// Takes the message at the front.
     #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<RxMsg> {
-        // Directly rather than through `take`: this is every single `recv`.
         let m = match self.entries.front_mut()? {
             Entry::One(_) => match self.entries.pop_front() {
                 Some(Entry::One(m)) => m,
                 _ => return None,
             },
             Entry::Run(r) => {
-                let RunEntry { conn, at } = &mut **r;
-                let len = at.run.lens()[at.next];
                 let m = RxMsg {
-                    data: at.run.message(at.off, len),
-                    conn: *conn,
+                    data: r.at.next_message()?,
+                    conn: r.conn,
                 };
-                (at.next, at.off) = (at.next + 1, at.off + len);
-                if at.is_done() {
+                if r.at.is_done() {
                     self.entries.pop_front();
                 }
                 m

@@ -12,6 +12,7 @@
 mod pollfd;
 mod pwait2;
 pub(crate) use pollfd::PollFd;
+pub(crate) use pwait2::available as sub_millisecond_waits;
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,6 +27,9 @@ pub(crate) use rustix::event::epoll::EventFlags;
 fn errno(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
+
+/// Most events taken per wait.
+const MAX_EVENTS: usize = 64;
 
 /// An epoll instance.
 #[derive(Debug)]
@@ -66,7 +70,7 @@ impl Epoll {
         }
         // On the stack: this runs once per wait of every receiving thread, and a heap buffer
         // cost an allocation and a free each time.
-        let mut evs = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 64];
+        let mut evs = [std::mem::MaybeUninit::<epoll::Event>::uninit(); MAX_EVENTS];
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos().into(),

@@ -13,10 +13,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::EventFlags;
-
-/// Most events taken per wait, as [`super::Epoll::wait`] takes.
-const MAX_EVENTS: usize = 64;
+use super::{EventFlags, MAX_EVENTS};
 
 /// Whether `epoll_pwait2` works in this process (asked once).
 pub(crate) fn available() -> bool {
