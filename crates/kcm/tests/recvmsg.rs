@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Write};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -155,91 +155,100 @@ fn peek_copies_without_consuming_or_counting() {
     assert_eq!(ep.stats().rx_msgs, 1);
 }
 
-/// §2.3: `recvmmsg` with MSG_WAITFORONE: wait for the first message only, then take what is
-/// queued, up to the maximum.
-#[test]
-fn recv_batch_takes_up_to_max_waiting_only_for_the_first() {
-    let bodies: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3]).collect();
+/// Bodies of different sizes for the batch receive tests, and their frames.
+fn batch_bodies() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let bodies: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+    let frames = bodies.iter().map(|b| frame(b)).collect();
+    (bodies, frames)
+}
+
+/// §2.3: `recvmmsg` with MSG_WAITFORONE, for a batch receive `take` (one call, returning the
+/// messages it took): up to the maximum, waiting only for the first — a call with messages
+/// queued returns at once with what is there — counted like single reads; an empty queue
+/// fails with `WouldBlock` once the read timeout passes, and a message arriving while a call
+/// waits is returned.
+fn check_waits_only_for_the_first(
+    take: impl Fn(&Endpoint, usize) -> io::Result<Vec<Vec<u8>>> + Sync,
+) {
+    let (bodies, frames) = batch_bodies();
     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     let (ep, mut client) = with_messages(Kind::Datagram, &refs);
-    let mut out = Vec::new();
-    assert_eq!(ep.recv_batch(&mut out, 3).unwrap(), 3);
-    assert_eq!(
-        ep.recv_batch(&mut out, 10).unwrap(),
-        2,
-        "should not wait for more than one"
-    );
-    let got: Vec<_> = out.iter().map(|m| m.data.to_vec()).collect();
-    assert_eq!(got, bodies.iter().map(|b| frame(b)).collect::<Vec<_>>());
-    assert_eq!(ep.stats().rx_msgs, 5);
+    // Long enough that a call waiting for more than its first message would show.
+    ep.set_read_timeout(Some(TIMEOUT));
+    let mut got = take(&ep, 3).expect("the first three");
+    assert_eq!(got.len(), 3);
+    let start = Instant::now();
+    let rest = take(&ep, 10).expect("the rest");
+    assert!(start.elapsed() < TIMEOUT / 2, "waited for more than one");
+    assert_eq!(rest.len(), 4, "should not wait for more than one");
+    got.extend(rest);
+    assert_eq!(got, frames);
+    assert_eq!(ep.stats().rx_msgs, 7);
+    let total: usize = frames.iter().map(Vec::len).sum();
+    assert_eq!(ep.stats().rx_bytes, total as u64);
 
     ep.set_read_timeout(Some(Duration::from_millis(50)));
-    assert_eq!(
-        ep.recv_batch(&mut out, 4).unwrap_err().kind(),
-        ErrorKind::WouldBlock
-    );
+    let e = take(&ep, 4).expect_err("an empty queue past the timeout");
+    assert_eq!(e.kind(), ErrorKind::WouldBlock);
     ep.set_read_timeout(Some(TIMEOUT));
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            let mut v = Vec::new();
-            ep.recv_batch(&mut v, 4).map(|n| (n, v))
-        });
-        client.write_all(&frame(b"late")).unwrap();
-        let (n, v) = waiter.join().unwrap().unwrap();
-        assert_eq!((n, &v[0].data[..]), (1, &frame(b"late")[..]));
+        let waiter = s.spawn(|| take(&ep, 4));
+        client.write_all(&frame(b"late")).expect("write");
+        let got = waiter
+            .join()
+            .expect("the waiter")
+            .expect("the late message");
+        assert_eq!(got, [frame(b"late")]);
     });
 }
 
-/// `recv_runs` takes what `recv_batch` would, in the same order, with the same counters and
-/// the same waiting (only for the first message); a message kept with `to_bytes` outlives the
-/// batch, and a batch is added to until cleared.
+#[test]
+fn recv_batch_takes_up_to_max_waiting_only_for_the_first() {
+    check_waits_only_for_the_first(|ep, max| {
+        let mut out = Vec::new();
+        let n = ep.recv_batch(&mut out, max)?;
+        assert_eq!(n, out.len());
+        Ok(out.iter().map(|m| m.data.to_vec()).collect())
+    });
+}
+
+/// `recv_runs` keeps the same contract as `recv_batch`, and its batch: is added to until
+/// cleared, tells each message's connection, and lends messages that `to_message` (a
+/// zero-copy `Bytes`) keeps past `clear`; a failed call adds nothing.
 #[test]
 fn recv_runs_takes_what_recv_batch_would() {
-    let bodies: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+    check_waits_only_for_the_first(|ep, max| {
+        let mut batch = kcm::RecvBatch::new();
+        let n = ep.recv_runs(&mut batch, max)?;
+        assert_eq!(n, batch.len());
+        Ok(batch.drain().map(|m| m.data.to_vec()).collect())
+    });
+
+    let (bodies, frames) = batch_bodies();
     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-    let want: Vec<Vec<u8>> = bodies.iter().map(|b| frame(b)).collect();
-    let (ep, mut client) = with_messages(Kind::Datagram, &refs);
+    let (ep, _client) = with_messages(Kind::Datagram, &refs);
     let mut batch = kcm::RecvBatch::new();
     assert_eq!(ep.recv_runs(&mut batch, 3).unwrap(), 3);
     assert_eq!(batch.len(), 3);
     let kept = batch.iter().nth(1).unwrap().to_message();
-    assert_eq!(
-        ep.recv_runs(&mut batch, 10).unwrap(),
-        4,
-        "should not wait for more than one"
-    );
+    assert_eq!(ep.recv_runs(&mut batch, 10).unwrap(), 4);
     let got: Vec<Vec<u8>> = batch.iter().map(|m| m.data.to_vec()).collect();
-    assert_eq!(got, want);
+    assert_eq!(got, frames);
     let conn = batch.iter().next().unwrap().conn;
     assert!(batch.iter().all(|m| m.conn == conn));
-    assert_eq!(ep.stats().rx_msgs, 7);
-    let total: usize = want.iter().map(Vec::len).sum();
-    assert_eq!(ep.stats().rx_bytes, total as u64);
     batch.clear();
     assert!(batch.is_empty() && batch.iter().next().is_none());
-    assert_eq!((&kept.data[..], kept.conn), (&want[1][..], conn));
-
+    assert_eq!((&kept.data[..], kept.conn), (&frames[1][..], conn));
     ep.set_read_timeout(Some(Duration::from_millis(50)));
     assert_eq!(
         ep.recv_runs(&mut batch, 4).unwrap_err().kind(),
         ErrorKind::WouldBlock
     );
     assert!(batch.is_empty());
-    ep.set_read_timeout(Some(TIMEOUT));
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            let mut b = kcm::RecvBatch::new();
-            ep.recv_runs(&mut b, 4)
-                .map(|n| (n, b.drain().collect::<Vec<_>>()))
-        });
-        client.write_all(&frame(b"late")).unwrap();
-        let (n, v) = waiter.join().unwrap().unwrap();
-        assert_eq!((n, &v[0].data[..]), (1, &frame(b"late")[..]));
-    });
 }
 
-/// Many connections' pipelined passes taken as runs: every message arrives once, in order
-/// per connection, and each run's messages are those of one connection.
+/// Many connections' pipelined passes taken as runs: every message arrives once, and in
+/// order per connection.
 #[test]
 fn recv_runs_keeps_each_connections_order_across_many_passes() {
     const CONNS: usize = 4;
@@ -261,7 +270,6 @@ fn recv_runs_keeps_each_connections_order_across_many_passes() {
                 for chunk in wire.chunks(997) {
                     c.write_all(chunk).unwrap();
                 }
-                c
             });
         }
         let mut next = std::collections::HashMap::new();
@@ -282,10 +290,11 @@ fn recv_runs_keeps_each_connections_order_across_many_passes() {
     });
 }
 
-/// §6.2: a read timeout below a millisecond is kept (where the kernel has `epoll_pwait2`,
-/// Linux 5.11 and later), not rounded up to one: of 15 receives with a 200 µs timeout, each
-/// waits at least that long and the median well under a millisecond, on however loaded a
-/// machine.
+/// §6.2: a read timeout below a millisecond is kept, not rounded up to one, where the
+/// runtime can (`kcm::sub_millisecond_timeouts`; Linux 5.11 and later): of 15 receives with a
+/// 200 µs timeout, each waits at least that long and the median well under a millisecond
+/// (30 runs next to 4–6 busy loops on 2 CPUs stayed under it). Elsewhere only the lower bound
+/// is checked.
 #[test]
 fn a_sub_millisecond_read_timeout_is_kept() {
     let (ep, _client, _server, _conn) = attached();
@@ -300,12 +309,7 @@ fn a_sub_millisecond_read_timeout_is_kept() {
         .collect();
     took.sort();
     assert!(took[0] >= Duration::from_micros(200), "{took:?}");
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
-    if (major, minor) >= (5, 11) {
+    if kcm::sub_millisecond_timeouts() {
         assert!(took[7] < Duration::from_micros(900), "{took:?}");
     }
 }

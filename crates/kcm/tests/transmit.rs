@@ -465,6 +465,14 @@ fn a_peer_that_stops_reading_does_not_hold_up_replies_to_the_others() {
     ep.send_to(slow_conn, b(&late)).unwrap();
     assert_eq!(read_frame(&mut slow).unwrap(), late);
     assert_silent(&mut slow, Duration::from_millis(20));
+    // The last backlog write may still be being reported (by the engine) when `late` joins
+    // or follows it: wait for the count rather than assume it is done.
+    wait_for("every message to the slow peer counted", || {
+        tx_of(&ep, slow_conn).tx.tx_msgs == 65
+    });
+    wait_for("the slow peer's backlog to go", || {
+        ep.connection_backlog(slow_conn).is_none()
+    });
     assert_eq!(tx_of(&ep, slow_conn).tx.tx_msgs, 65);
     assert_eq!(ep.connection_backlog(slow_conn), None);
     assert_eq!(tx_of(&ep, fast_conn).tx.tx_msgs, 21);

@@ -238,6 +238,7 @@ fn check_backlogs(mux: &MuxCore) {
     }
 }
 
+#[track_caller]
 fn check_tx(mux: &MuxCore) {
     check_backlogs(mux);
     let mut avail = std::collections::HashSet::new();

@@ -208,20 +208,29 @@ fn a_send_buffer_full_of_a_stuck_connections_messages_makes_room_for_another() {
     check_invariants(&mux);
 }
 
-#[test]
-fn messages_behind_an_unaddressed_one_stay_behind_it() {
-    // Endpoint 0 writes `a1` on c[0], which takes 3 bytes and is then full. Queued behind:
-    // `u` (any connection), then `a2` for c[0] again. `a1` steps aside; `a2` must not: `u`
-    // may yet be written on c[0], and `a2` was sent after it.
+/// Endpoint 0 writes `a1` on c[0], which takes 3 bytes and is then full. Queued behind it,
+/// sent while that write is under way: `u` (any connection), then `a2` for c[0] again. With
+/// `others` false, c[1] is unattached first.
+fn stalled_behind_unaddressed(others: bool) -> (MuxCore, Vec<EndpointId>, Vec<ConnectionId>) {
     let (mut mux, e, c) = setup(2, 2);
+    if !others {
+        mux.unattach(c[1], Default::default()).unwrap();
+    }
     send_to(&mut mux, e[0], c[0], b"a1a1a1");
     let tx = mux.poll_transmit(e[0]).unwrap();
     assert_eq!((tx.conn, cat(&tx)), (c[0], b"a1a1a1".to_vec()));
-    // Sent while that write is under way.
     let n = mux.send(e[0], Bytes::from_static(b"uu"), END, None);
     assert_eq!(n, Ok(2));
     send_to(&mut mux, e[0], c[0], b"a2");
     mux.handle_transmit(e[0], c[0], TxResult::Written(3));
+    (mux, e, c)
+}
+
+#[test]
+fn messages_behind_an_unaddressed_one_stay_behind_it() {
+    // `a1` steps aside; `a2` must not: `u` may yet be written on c[0], and `a2` was sent
+    // after it.
+    let (mut mux, e, c) = stalled_behind_unaddressed(true);
     assert_eq!(mux.tx_backlog(c[0]), Some((1, 6)), "only the head moved");
     assert_eq!(mux.tx_queued(e[0]), Some((2, 4)));
     check_invariants(&mux);
@@ -234,14 +243,7 @@ fn messages_behind_an_unaddressed_one_stay_behind_it() {
 #[test]
 fn with_no_other_connection_the_unaddressed_message_keeps_its_place() {
     // As above with c[1] unattached: `u` can only go on c[0], after `a1` and before `a2`.
-    let (mut mux, e, c) = setup(2, 2);
-    mux.unattach(c[1], Default::default()).unwrap();
-    send_to(&mut mux, e[0], c[0], b"a1a1a1");
-    let tx = mux.poll_transmit(e[0]).unwrap();
-    let n = mux.send(e[0], Bytes::from_static(b"uu"), END, None);
-    assert_eq!(n, Ok(2));
-    send_to(&mut mux, e[0], c[0], b"a2");
-    mux.handle_transmit(e[0], tx.conn, TxResult::Written(3));
+    let (mut mux, _, c) = stalled_behind_unaddressed(false);
     check_invariants(&mux);
     let mut wire = b"a1a".to_vec();
     mux.write_space(c[0]);
