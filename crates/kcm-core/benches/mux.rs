@@ -11,6 +11,10 @@
 //!   addressed to the connection as `Endpoint::send_to` does), then one `poll_transmit` takes
 //!   them all as one vectored write and `handle_transmit(Written(len))` reports it complete.
 //!   64 messages an iteration.
+//! - `send_batch_transmit` / `send_runs_transmit`: the same 64 messages addressed to the
+//!   connection in one call, as borrowed slices (`send_batch`, behind `Endpoint::send_batch_to`)
+//!   or written back to back into a `SendBatch` (`send_runs`, behind `Endpoint::send_runs`);
+//!   both copy them into one run.
 //! - `request_reply`: a server's whole path through the core for one request, 64 times an
 //!   iteration: `rx_pass` of one message (preferring the endpoint, as the thread driving the
 //!   connection does), `recv`, `send` of the reply addressed to the request's connection,
@@ -27,7 +31,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::Throughput;
-use kcm_core::mux::{ConnectionId, EndpointId, Kind, MuxCore, SendFlags, TxResult};
+use kcm_core::mux::{ConnectionId, EndpointId, Kind, MuxCore, SendBatch, SendFlags, TxResult};
 use kcm_core::MsgRun;
 
 /// Messages in one read pass or one send burst.
@@ -136,6 +140,34 @@ fn main() {
         g.bench_function(name, |b| {
             b.iter(|| send_burst(&mut mux, ep, black_box(&reply), to))
         });
+    }
+
+    // The same 64 addressed replies as one batch: borrowed slices (`send_batch`, behind
+    // `Endpoint::send_batch_to`), or written back to back into a `SendBatch` (`send_runs`).
+    for (name, runs) in [("send_batch_transmit", false), ("send_runs_transmit", true)] {
+        let (mut mux, ep) = MuxCore::new(Kind::Datagram).expect("new mux");
+        let conn = mux.attach();
+        drain(&mut mux);
+        let mut batch = SendBatch::new();
+        let mut burst = |mux: &mut MuxCore, reply: &[u8]| {
+            let sent = if runs {
+                for _ in 0..PASS {
+                    batch.push_to(conn, reply);
+                }
+                mux.send_runs(ep, &mut batch).0
+            } else {
+                let mut msgs = (0..PASS).map(|_| (Some(conn), reply));
+                mux.send_batch(ep, &mut msgs).0
+            };
+            debug_assert_eq!(sent, PASS);
+            let tx = mux.poll_transmit(ep).expect("a reserved connection");
+            mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+            drain(mux);
+        };
+        burst(&mut mux, &reply);
+        assert_eq!(mux.stats().tx_msgs, PASS as u64);
+        assert_eq!(mux.tx_queued(ep), Some((0, 0)), "{name} drains its queue");
+        g.bench_function(name, |b| b.iter(|| burst(&mut mux, black_box(&reply))));
     }
 
     // Request -> reply through the core, one message at a time.

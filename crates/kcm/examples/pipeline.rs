@@ -37,7 +37,7 @@ fn main() -> std::io::Result<()> {
     let total = per_conn * CONNS;
     let worker = std::thread::spawn(move || {
         let mut batch = kcm::RecvBatch::new();
-        let mut replies = Vec::with_capacity(256);
+        let mut out = kcm::SendBatch::new();
         let mut done = 0usize;
         let mut batches = 0usize;
         while done < total {
@@ -46,24 +46,21 @@ fn main() -> std::io::Result<()> {
             }
             batches += 1;
             for m in batch.iter() {
-                // A 16-byte ack built on the stack: copied into the send queue.
-                let mut ack = [0u8; 16];
+                // A 16-byte ack written in place, back to back with the others.
+                let ack = out.slot_to(m.conn, 16);
                 ack[3] = 12;
                 ack[4..].copy_from_slice(&m.data[4..16]);
-                replies.push((m.conn, ack));
                 done += 1;
             }
             batch.clear();
-            // `send_batch_to` stops early when a connection's queue is full: the rest goes
-            // again (a lost ack would stall its client's closed loop for good).
-            let mut sent = 0;
-            while sent < replies.len() {
-                match ep.send_batch_to(replies[sent..].iter().map(|(c, a)| (*c, a))) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sent += n,
+            // `send_runs` stops early when a connection's queue is full (the rest stay in
+            // `out`): send again (a lost ack would stall its client's closed loop for good).
+            while !out.is_empty() {
+                if ep.send_runs(&mut out).is_err() {
+                    break;
                 }
             }
-            replies.clear();
+            out.clear();
         }
         eprintln!(
             "{batches} batches, {:.1} messages per batch",

@@ -111,7 +111,7 @@ mod sys;
 
 pub use endpoint::{BatchMessage, Endpoint, Message, RecvBatch, RecvMeta};
 pub use events::{ConnectionEvent, ConnectionEventKind, EVENT_LOG_CAP};
-pub use kcm_core::mux::{ConnectionId, EndpointId, Kind, MsgData, SendFlags};
+pub use kcm_core::mux::{ConnectionId, EndpointId, Kind, MsgData, SendBatch, SendFlags};
 pub use kcm_core::stats::{ConnStats, EndpointStats, MuxStats, ParserStats};
 pub use kcm_core::{errno, Parse, Parser};
 pub use options::{AttachOptions, MuxOptions};

@@ -1,8 +1,8 @@
 //! `kcm`: this library. Every server connection is attached to one mux with the Thrift preset;
 //! each worker thread owns one endpoint (`Endpoint::new` + `clone_endpoint`), takes messages in
-//! batches (`recv_runs`: read in place, a `Bytes` only for a request echoed back) and answers
-//! each on the connection it came from (`send_batch_to`, addressed mode), so a connection's
-//! requests are load-balanced across the workers.
+//! batches (`recv_runs`: read in place) and answers each on the connection it came from,
+//! writing the replies back to back into a `SendBatch` (`send_runs`, addressed mode), so a
+//! connection's requests are load-balanced across the workers.
 
 use std::io;
 use std::net::TcpStream;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, MsgData, MuxOptions, RecvBatch};
+use kcm::{AttachOptions, ConnectionId, Endpoint, Kind, MuxOptions, RecvBatch, SendBatch};
 
 use super::{Running, ServerCtx, MAX_FRAME, STOP_POLL};
 use crate::wire::{self, Op, Request};
@@ -28,9 +28,9 @@ const BATCH: usize = 256;
 /// 0.82×; 4 → 1.34, 0.72; 8 → 1.50, 0.62; 16 → 1.46, 0.72; unbounded → 1.42, 0.74.
 const REPLY_BATCH: usize = 8;
 
-/// One reply: an acknowledgement built on the stack (the library copies it into its send
-/// queue, as the `thread` server copies it into its output buffer), or an echo of the request
-/// (a zero-copy slice of the read buffer).
+/// A reply held back while requests with CPU work wait (see [`REPLY_BATCH`]): an
+/// acknowledgement, or an echo of the request (a zero-copy slice of its read buffer, which the
+/// batch it came in does not keep).
 enum Reply {
     Ack([u8; wire::ACK_LEN]),
     Echo(Bytes),
@@ -41,20 +41,6 @@ impl AsRef<[u8]> for Reply {
         match self {
             Reply::Ack(a) => a,
             Reply::Echo(b) => b,
-        }
-    }
-}
-
-/// Sent by reference: the library copies an ack or takes another reference to an echo, and
-/// the batch is iterated without moving each 40-byte entry around.
-impl MsgData for &Reply {
-    fn is_shared(&self) -> bool {
-        matches!(self, Reply::Echo(_))
-    }
-    fn into_bytes(self) -> Bytes {
-        match self {
-            Reply::Ack(a) => Bytes::copy_from_slice(a),
-            Reply::Echo(b) => b.clone(),
         }
     }
 }
@@ -100,7 +86,12 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
         BATCH
     };
     let mut batch = RecvBatch::new();
-    let mut replies: Vec<(ConnectionId, Reply)> = Vec::with_capacity(BATCH);
+    // Replies are written back to back into `out`, a connection's at a time, as the
+    // `thread` server writes them into its output buffer (`send_runs` copies each
+    // connection's replies into the send queue in one piece). With CPU work they are held
+    // in `held` first, to go out sorted by connection.
+    let mut out = SendBatch::new();
+    let mut held: Vec<(ConnectionId, Reply)> = Vec::new();
     while !ctx.stopped() {
         match ep.recv_runs(&mut batch, batch_max) {
             Ok(_) => {}
@@ -120,36 +111,43 @@ fn worker(ep: Endpoint, ctx: &ServerCtx) -> anyhow::Result<()> {
                 }
             };
             crate::work::spin(req.work_ns);
-            match req.op {
-                Op::None => {}
-                Op::Ack => replies.push((m.conn, Reply::Ack(wire::ack(req.seq, m.data.len())))),
-                Op::Echo => replies.push((m.conn, Reply::Echo(m.to_bytes()))),
+            match (req.op, ctx.cpu_work) {
+                (Op::None, _) => {}
+                (Op::Ack, false) => out.push_to(m.conn, &wire::ack(req.seq, m.data.len())),
+                (Op::Echo, false) => out.push_to(m.conn, m.data),
+                (Op::Ack, true) => {
+                    held.push((m.conn, Reply::Ack(wire::ack(req.seq, m.data.len()))));
+                }
+                (Op::Echo, true) => held.push((m.conn, Reply::Echo(m.to_bytes()))),
             }
         }
         batch.clear();
         ctx.counters.add(n, bytes);
-        if ctx.cpu_work && replies.len() < REPLY_BATCH && ep.queued().0 > 0 {
-            continue;
-        }
-        // One write per connection rather than one per change of destination (order within a
-        // connection is kept; about +3 % W2 QPS). Without CPU work the replies of a batch come
-        // grouped by read pass already.
         if ctx.cpu_work {
-            replies.sort_by_key(|(conn, _)| *conn);
-        }
-        // `send_batch_to` stops early when a connection's send queue fills (it returns the
-        // count it took): send the rest again, or their requests would never be answered.
-        let mut sent = 0;
-        while sent < replies.len() {
-            match ep.send_batch_to(replies[sent..].iter().map(|(c, r)| (*c, r))) {
-                Ok(0) => break,
-                Ok(n) => sent += n,
-                // The peer left with requests in flight (end of run): skip its reply.
-                Err(e) if super::is_disconnect(&e) => sent += 1,
-                Err(e) => return Err(e).context("kcm: send_batch_to"),
+            if held.len() < REPLY_BATCH && ep.queued().0 > 0 {
+                continue;
+            }
+            // One write per connection rather than one per change of destination (order
+            // within a connection is kept; about +3 % W2 QPS). Without CPU work the replies
+            // of a batch come grouped by read pass already.
+            held.sort_by_key(|(conn, _)| *conn);
+            for (conn, r) in held.drain(..) {
+                out.push_to(conn, r.as_ref());
             }
         }
-        replies.clear();
+        // `send_runs` stops early when a connection's send queue fills (it returns the count
+        // it took, and the rest stay in `out`): send again, or their requests would never be
+        // answered.
+        while !out.is_empty() {
+            match ep.send_runs(&mut out) {
+                Ok(0) => break,
+                Ok(_) => {}
+                // The peer left with requests in flight (end of run): skip its reply.
+                Err(e) if super::is_disconnect(&e) => out.skip(1),
+                Err(e) => return Err(e).context("kcm: send_runs"),
+            }
+        }
+        out.clear();
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ use crate::errno;
 use crate::stats::{ConnStats, EndpointStats, MuxStats};
 
 pub use rx::{PassOutcome, RecvRead};
-pub use tx::{MsgData, Refused, SendError, SendFlags, Transmit, TxResult};
+pub use tx::{MsgData, Refused, SendBatch, SendError, SendFlags, Transmit, TxResult};
 
 /// The kernel's default `net.core.rmem_default` / `wmem_default`: the receive and send buffer
 /// limits a new endpoint starts with.

@@ -13,6 +13,7 @@
 mod backlog;
 mod batch;
 mod queue;
+mod send_batch;
 
 use bytes::{Bytes, BytesMut};
 
@@ -24,6 +25,7 @@ pub use batch::{MsgData, Refused};
 pub(crate) use queue::TxMsg;
 use queue::{Entries, COALESCE_MAX};
 pub(crate) use queue::{EpTx, Parts};
+pub use send_batch::SendBatch;
 
 /// At most this many messages go into one transmit (one `writev`; the kernel's IOV_MAX is
 /// 1024 and each message may need two slices).

@@ -1,5 +1,5 @@
-//! `send_batch` against the reference it must equal: one `send` per message with end-of-record,
-//! every one but the last with `MSG_BATCH`, stopping at the first refusal.
+//! `send_batch` and `send_runs` against the reference they must equal: one `send` per message
+//! with end-of-record, every one but the last with `MSG_BATCH`, stopping at the first refusal.
 
 use proptest::prelude::*;
 
@@ -38,9 +38,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn send_batch_equals_one_send_per_message(
+    fn send_batch_and_send_runs_equal_one_send_per_message(
         seqpacket in any::<bool>(),
-        borrowed in any::<bool>(),
+        // 0: `Bytes`, 1: borrowed slices, 2: a `SendBatch` (`send_runs`).
+        form in 0..3u8,
         sndbuf in 1usize..3000,
         open in prop_oneof![Just(0usize), 1usize..50],
         // Runs for one destination are likely (a pipelining server's replies), so the run
@@ -54,11 +55,12 @@ proptest! {
             .collect();
         let msg = |i: usize, len: usize| m(b'a' + (i % 26) as u8, len);
         let data: Vec<Bytes> = msgs.iter().enumerate().map(|(i, &(_, len))| msg(i, len)).collect();
-        // Shared bytes are queued as they are; borrowed ones are copied (into runs when small).
-        let (a, ep, accepted, refused, left) = if borrowed {
-            batch_of(kind, sndbuf, open, &msgs, |i| &data[i][..])
-        } else {
-            batch_of(kind, sndbuf, open, &msgs, |i| data[i].clone())
+        // Shared bytes are queued as they are; borrowed ones are copied (into runs when small),
+        // as are the messages of a `SendBatch`, a connection's at a time.
+        let (a, ep, accepted, refused, left) = match form {
+            0 => batch_of(kind, sndbuf, open, &msgs, |i| data[i].clone()),
+            1 => batch_of(kind, sndbuf, open, &msgs, |i| &data[i][..]),
+            _ => runs_of(kind, sndbuf, open, &msgs, &data),
         };
         let mut a = a;
 
@@ -112,6 +114,39 @@ fn batch_of<D: MsgData>(
     (a, ep, accepted, refused, left)
 }
 
+/// One `send_runs` of `msgs` (destination index, length) written into a [`SendBatch`], the
+/// data of message `i` being `data[i]`; returns what `batch_of` returns, the refused message's
+/// bytes read from the front of the batch, where it stays.
+fn runs_of(
+    kind: Kind,
+    sndbuf: usize,
+    open: usize,
+    msgs: &[(usize, usize)],
+    data: &[Bytes],
+) -> (MuxCore, EndpointId, usize, Option<Refused>, usize) {
+    let (mut a, ep, ta) = setup(kind, sndbuf, open);
+    let mut batch = SendBatch::new();
+    for (i, &(t, _)) in msgs.iter().enumerate() {
+        match ta[t] {
+            Some(c) => batch.push_to(c, &data[i]),
+            None => batch.push(&data[i]),
+        }
+    }
+    let (accepted, refused) = a.send_runs(ep, &mut batch);
+    assert_eq!(
+        batch.len(),
+        msgs.len() - accepted,
+        "only what was accepted leaves the batch"
+    );
+    let refused = refused.map(|(error, target)| Refused {
+        error,
+        target,
+        data: Bytes::copy_from_slice(batch.front().expect("the refused message is left")),
+    });
+    let left = batch.len() - usize::from(refused.is_some());
+    (a, ep, accepted, refused, left)
+}
+
 #[test]
 fn a_refusal_after_accepted_messages_still_sends_them() {
     let (mut mux, ep, t) = setup(Kind::Datagram, 10_000, 0);
@@ -136,4 +171,39 @@ fn a_full_buffer_refuses_and_flushes_the_batch() {
     );
     assert!(events(&mut mux).contains(&Event::TxReady(ep)));
     assert!(!mux.can_send(ep));
+}
+
+/// The shape of an endpoint's send queue: each entry's bytes, messages and destination.
+fn queue_shape(mux: &MuxCore, ep: EndpointId) -> Vec<(usize, usize, Option<ConnectionId>)> {
+    let e = mux.ep(ep).expect("endpoint");
+    e.tx.queue
+        .iter()
+        .map(|m| (m.len, m.msgs(), m.target))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Beyond what reaches the wire: a `SendBatch` builds the very runs that the same
+    /// messages given one by one as slices build, up to the run size limit (`RUN_MAX`) and
+    /// the size under which messages are copied (`COALESCE_MAX`), with buffers large enough
+    /// to reach them.
+    #[test]
+    fn send_runs_builds_the_runs_send_batch_builds(
+        sndbuf in 1usize..40_000,
+        msgs in proptest::collection::vec((0usize..4, 1usize..40, 1usize..300), 0..12),
+    ) {
+        let msgs: Vec<(usize, usize)> = msgs
+            .iter()
+            .flat_map(|&(t, times, len)| std::iter::repeat_n((t, len), times))
+            .collect();
+        let data: Vec<Bytes> =
+            msgs.iter().enumerate().map(|(i, &(_, len))| m((i % 251) as u8, len)).collect();
+        let (a, ep, a_acc, a_ref, a_left) = batch_of(Kind::Datagram, sndbuf, 0, &msgs, |i| &data[i][..]);
+        let (b, _, b_acc, b_ref, b_left) = runs_of(Kind::Datagram, sndbuf, 0, &msgs, &data);
+        prop_assert_eq!((a_acc, a_ref, a_left), (b_acc, b_ref, b_left));
+        prop_assert_eq!(queue_shape(&a, ep), queue_shape(&b, ep));
+        check_invariants(&b);
+    }
 }

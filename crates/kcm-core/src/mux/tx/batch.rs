@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::send_batch::{Iter, Outgoing, SendBatch};
 use super::{Parts, SendError, SendFlags, COALESCE_MAX};
 use crate::mux::{ConnectionId, EndpointId, MuxCore};
 
@@ -115,6 +116,46 @@ impl MuxCore {
         I: Iterator<Item = (Option<ConnectionId>, D)>,
         D: MsgData,
     {
+        self.send_from(ep, &mut Iter(msgs))
+    }
+
+    /// [`MuxCore::send_batch`] for the messages of a [`SendBatch`], exactly as if they were
+    /// given one by one as borrowed slices, in order: the same acceptance, refusals, counters
+    /// and bytes on the wire, but a connection's messages are checked with a few comparisons
+    /// each and copied into the queue together. The accepted messages leave the batch; a
+    /// refused one stays at its front (with the reason and its destination returned), and so
+    /// do the rest.
+    ///
+    /// ```
+    /// use kcm_core::mux::{Kind, MuxCore, SendBatch, SendError};
+    ///
+    /// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+    /// let conn = mux.attach();
+    /// let gone = mux.attach();
+    /// mux.unattach(gone, Default::default()).unwrap();
+    /// let mut batch = SendBatch::new();
+    /// batch.push_to(conn, b"one");
+    /// batch.push_to(gone, b"lost");
+    /// batch.push_to(conn, b"two");
+    /// assert_eq!(mux.send_runs(ep, &mut batch), (1, Some((SendError::NotConnected, Some(gone)))));
+    /// assert_eq!(batch.len(), 2, "the refused message and the rest are left");
+    /// batch.skip(1);
+    /// assert_eq!(mux.send_runs(ep, &mut batch), (1, None));
+    /// ```
+    pub fn send_runs(
+        &mut self,
+        ep: EndpointId,
+        batch: &mut SendBatch,
+    ) -> (usize, Option<(SendError, Option<ConnectionId>)>) {
+        let mut cursor = batch.cursor();
+        let (sent, refused) = self.send_from(ep, &mut cursor);
+        // The refused message was taken from the cursor; it stays in the batch.
+        let taken = cursor.next - usize::from(refused.is_some());
+        batch.advance(taken);
+        (sent, refused.map(|r| (r.error, r.target)))
+    }
+
+    fn send_from<S: Outgoing>(&mut self, ep: EndpointId, msgs: &mut S) -> (usize, Option<Refused>) {
         let batched = SendFlags {
             eor: true,
             batch: true,
@@ -127,7 +168,7 @@ impl MuxCore {
         let mut usable: Option<ConnectionId> = None;
         // A message the run loop below took from `msgs` but left to the checks.
         let mut pending = None;
-        while let Some((target, data)) = pending.take().or_else(|| msgs.next()) {
+        while let Some((target, data)) = pending.take().or_else(|| msgs.next_msg()) {
             let len = data.as_ref().len();
             // Checked before the endpoint's own state, which the general path reports first.
             let target_err = match target {
@@ -195,7 +236,7 @@ impl MuxCore {
             // above found cannot change while this call holds the mux, except the buffer
             // filling: the messages after this one for the same destination only need room
             // there and in the run at the tail (about a third of the cost of a small reply).
-            let (n, bytes, rest) = e.tx.extend_tail_run(target, msgs);
+            let (n, bytes, rest) = msgs.extend_tail(&mut e.tx, target);
             e.stats.tx_bytes += bytes as u64;
             e.stats.tx_msgs += n as u64;
             sent += n;

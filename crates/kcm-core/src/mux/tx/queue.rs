@@ -407,6 +407,68 @@ impl EpTx {
         (n, bytes, rest)
     }
 
+    /// [`EpTx::extend_tail_run`] for messages written back to back: those ending at `ends`
+    /// in `bytes`, the first starting at `from`. Takes them while each fits as there, then
+    /// copies them onto the run in one piece; returns how many and their bytes. `small` says
+    /// that each is 1 to [`COALESCE_MAX`] bytes long: then they all fit if the last does.
+    pub(super) fn extend_tail_bulk(
+        &mut self,
+        target: Option<ConnectionId>,
+        bytes: &[u8],
+        from: usize,
+        ends: &[usize],
+        small: bool,
+    ) -> (usize, usize) {
+        let Some(tail) = self.queue.back_mut().filter(|t| t.target == target) else {
+            return (0, 0);
+        };
+        let Parts::Run(Run {
+            data: RunData::Open(buf),
+            ends: run_ends,
+        }) = &mut tail.parts
+        else {
+            return (0, 0);
+        };
+        // The same admission as `extend_tail_run`, message by message, in a few comparisons:
+        // not empty and at most COALESCE_MAX (one unsigned comparison), the send buffer not
+        // full before it (it starts before `stop`), the run within RUN_MAX after it.
+        // First how many, then their ends in one go (pushed one by one, each end cost a
+        // reload and store of the vector's length).
+        let stop = from.saturating_add(self.sndbuf.saturating_sub(self.queued_bytes));
+        let (mut n, mut start) = (0, from);
+        let limit = (RUN_MAX + from).saturating_sub(tail.len);
+        // The other two conditions only grow harder message by message.
+        let last_start = match ends.len() {
+            0 | 1 => from,
+            k => ends[k - 2],
+        };
+        let all = small && last_start < stop && ends.last().is_some_and(|&e| e <= limit);
+        if all {
+            n = ends.len();
+            start = ends[n - 1];
+        }
+        for &next in &ends[n..] {
+            let len = next - start;
+            if len.wrapping_sub(1) >= COALESCE_MAX || start >= stop || next > limit {
+                break;
+            }
+            start = next;
+            n += 1;
+        }
+        // Message `i` ends `ends[i] - from` bytes after the run's old end.
+        let base = tail.len;
+        run_ends.extend(ends[..n].iter().map(|&e| (e - from + base) as u32));
+        let taken = start - from;
+        buf.extend_from_slice(&bytes[from..start]);
+        tail.len = base + taken;
+        self.queued_bytes += taken;
+        self.queued_msgs += n;
+        if n > 0 && self.queued_bytes >= self.sndbuf {
+            self.blocked = true;
+        }
+        (n, taken)
+    }
+
     fn push(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
         self.queue.push_back(TxMsg {
             parts,

@@ -1,0 +1,277 @@
+//! [`SendBatch`]: small messages written back to back, grouped by destination, for
+//! [`MuxCore::send_runs`](crate::mux::MuxCore::send_runs).
+//!
+//! A pipelining server answers dozens of requests per read pass, and its replies for one
+//! connection end up copied back to back into one run of the send queue anyway. Handed over
+//! one by one ([`MuxCore::send_batch`](crate::mux::MuxCore::send_batch)) each reply still
+//! costs an iterator step, its own size checks and a small copy; written into a batch that
+//! already holds them back to back, a connection's replies are checked with a few
+//! comparisons each and copied into the queue in one piece. It is the sending counterpart of
+//! a receive that keeps its runs (`kcm`'s `RecvBatch`).
+
+use super::queue::EpTx;
+use super::queue::COALESCE_MAX;
+use super::{ConnectionId, MsgData};
+
+/// Whole messages to send, in order, written back to back into one buffer and grouped by
+/// destination as they come (consecutive messages for the same connection form one group).
+///
+/// Reuse one batch across calls: once every message it holds was accepted it is emptied,
+/// keeping its capacity. A send that accepts only some of them (a full send buffer, a
+/// connection gone) leaves the rest at the front, in order, for the next call.
+///
+/// ```
+/// use kcm_core::mux::{Kind, MuxCore, SendBatch};
+///
+/// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+/// let conn = mux.attach();
+/// let mut batch = SendBatch::new();
+/// batch.push_to(conn, b"\0\0\0\x01a");
+/// batch.slot_to(conn, 5).copy_from_slice(b"\0\0\0\x01b");
+/// assert_eq!(batch.len(), 2);
+/// assert_eq!(mux.send_runs(ep, &mut batch), (2, None));
+/// assert!(batch.is_empty());
+/// assert_eq!(mux.poll_transmit(ep).unwrap().len, 10);
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct SendBatch {
+    /// Every message, back to back.
+    bytes: Vec<u8>,
+    /// Where message `i` ends in `bytes`.
+    ends: Vec<usize>,
+    /// The groups, in order.
+    groups: Vec<Group>,
+    /// Messages at the front already accepted (or skipped).
+    done: usize,
+    /// The group that holds message `done`.
+    group: usize,
+}
+
+impl SendBatch {
+    /// An empty batch.
+    ///
+    /// ```
+    /// assert!(kcm_core::mux::SendBatch::new().is_empty());
+    /// ```
+    pub fn new() -> SendBatch {
+        SendBatch::default()
+    }
+
+    /// Adds a whole message for any connection (connected mode: the mux picks one, as for an
+    /// unaddressed send).
+    #[inline]
+    pub fn push(&mut self, msg: &[u8]) {
+        self.bytes.extend_from_slice(msg);
+        self.close(None, msg.len());
+    }
+
+    /// Adds a whole message for `conn` (addressed mode).
+    #[inline]
+    pub fn push_to(&mut self, conn: ConnectionId, msg: &[u8]) {
+        self.bytes.extend_from_slice(msg);
+        self.close(Some(conn), msg.len());
+    }
+
+    /// Adds a message of `len` zero bytes for `conn` and returns it to be filled in: a reply
+    /// written in place, with no buffer of its own to copy from.
+    #[inline]
+    pub fn slot_to(&mut self, conn: ConnectionId, len: usize) -> &mut [u8] {
+        let start = self.bytes.len();
+        self.bytes.resize(start + len, 0);
+        self.close(Some(conn), len);
+        &mut self.bytes[start..]
+    }
+
+    /// Ends the message of `len` bytes just appended.
+    #[inline]
+    fn close(&mut self, target: Option<ConnectionId>, len: usize) {
+        self.ends.push(self.bytes.len());
+        let end = self.ends.len();
+        let small = len.wrapping_sub(1) < COALESCE_MAX;
+        match self.groups.last_mut() {
+            Some(g) if g.target == target => {
+                g.end = end;
+                g.small &= small;
+            }
+            _ => self.groups.push(Group { target, end, small }),
+        }
+    }
+
+    /// The number of messages not yet sent.
+    pub fn len(&self) -> usize {
+        self.ends.len() - self.done
+    }
+
+    /// Whether every message was sent (or none was added).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next message not yet sent (the one a send refused, after a refusal).
+    ///
+    /// ```
+    /// let mut batch = kcm_core::mux::SendBatch::new();
+    /// batch.push(b"first");
+    /// batch.push(b"second");
+    /// assert_eq!(batch.front(), Some(&b"first"[..]));
+    /// ```
+    pub fn front(&self) -> Option<&[u8]> {
+        let end = *self.ends.get(self.done)?;
+        Some(&self.bytes[self.start(self.done)..end])
+    }
+
+    /// Bytes of the messages not yet sent.
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes.len() - self.start(self.done)
+    }
+
+    /// Drops every message, sent or not, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.groups.clear();
+        self.done = 0;
+        self.group = 0;
+    }
+
+    /// Drops the next `n` unsent messages (all that are left if fewer): for instance one that
+    /// a send refused because its connection is gone, to go on with the others.
+    ///
+    /// ```
+    /// let mut batch = kcm_core::mux::SendBatch::new();
+    /// batch.push(b"a");
+    /// batch.push(b"b");
+    /// batch.skip(1);
+    /// assert_eq!((batch.len(), batch.pending_bytes()), (1, 1));
+    /// ```
+    pub fn skip(&mut self, n: usize) {
+        self.advance(self.done + n.min(self.len()));
+    }
+
+    /// Marks the messages before `done` as taken; empties the batch once all are.
+    pub(crate) fn advance(&mut self, done: usize) {
+        if done >= self.ends.len() {
+            self.clear();
+            return;
+        }
+        self.done = done;
+        while self.groups[self.group].end <= done {
+            self.group += 1;
+        }
+    }
+
+    /// Where message `i` starts in `bytes`.
+    fn start(&self, i: usize) -> usize {
+        match i {
+            0 => 0,
+            _ => self.ends[i - 1],
+        }
+    }
+
+    /// A reader of the unsent messages, for one send call.
+    pub(crate) fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            b: self,
+            next: self.done,
+            group: self.group,
+        }
+    }
+}
+
+/// Consecutive messages for one destination.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    target: Option<ConnectionId>,
+    /// The index just past its last message.
+    end: usize,
+    /// Every message of it is small enough to be copied into a run (1 to `COALESCE_MAX`
+    /// bytes): then whether all of them fit in one is a question of their total.
+    small: bool,
+}
+
+/// The messages a send call takes: an iterator of (destination, data), or a [`SendBatch`].
+pub(crate) trait Outgoing {
+    type Data: MsgData;
+    /// The next message, taken.
+    fn next_msg(&mut self) -> Option<(Option<ConnectionId>, Self::Data)>;
+    /// Copies the messages that come next for `target` onto the run at `tx`'s tail while
+    /// they fit (`EpTx::extend_tail_run`); returns how many, their bytes, and a message taken
+    /// that did not fit, if one was.
+    #[allow(clippy::type_complexity)]
+    fn extend_tail(
+        &mut self,
+        tx: &mut EpTx,
+        target: Option<ConnectionId>,
+    ) -> (usize, usize, Option<(Option<ConnectionId>, Self::Data)>);
+}
+
+/// An iterator of messages as an [`Outgoing`].
+pub(crate) struct Iter<'a, I>(pub(crate) &'a mut I);
+
+impl<I, D> Outgoing for Iter<'_, I>
+where
+    I: Iterator<Item = (Option<ConnectionId>, D)>,
+    D: MsgData,
+{
+    type Data = D;
+
+    #[inline]
+    fn next_msg(&mut self) -> Option<(Option<ConnectionId>, D)> {
+        self.0.next()
+    }
+
+    #[inline]
+    fn extend_tail(
+        &mut self,
+        tx: &mut EpTx,
+        target: Option<ConnectionId>,
+    ) -> (usize, usize, Option<(Option<ConnectionId>, D)>) {
+        tx.extend_tail_run(target, self.0)
+    }
+}
+
+/// The unsent messages of a [`SendBatch`], read from the front.
+pub(crate) struct Cursor<'a> {
+    b: &'a SendBatch,
+    /// The next message.
+    pub(crate) next: usize,
+    /// The group that holds it.
+    group: usize,
+}
+
+impl<'a> Outgoing for Cursor<'a> {
+    type Data = &'a [u8];
+
+    fn next_msg(&mut self) -> Option<(Option<ConnectionId>, &'a [u8])> {
+        let b = self.b;
+        let end = *b.ends.get(self.next)?;
+        while b.groups[self.group].end <= self.next {
+            self.group += 1;
+        }
+        let data = &b.bytes[b.start(self.next)..end];
+        self.next += 1;
+        Some((b.groups[self.group].target, data))
+    }
+
+    fn extend_tail(
+        &mut self,
+        tx: &mut EpTx,
+        target: Option<ConnectionId>,
+    ) -> (usize, usize, Option<(Option<ConnectionId>, &'a [u8])>) {
+        // Only the rest of the group of the message just taken has the same destination.
+        let g = self.b.groups[self.group];
+        if g.target != target || self.next >= g.end {
+            return (0, 0, None);
+        }
+        let b = self.b;
+        let (n, bytes) = tx.extend_tail_bulk(
+            target,
+            &b.bytes,
+            b.start(self.next),
+            &b.ends[self.next..g.end],
+            g.small,
+        );
+        self.next += n;
+        (n, bytes, None)
+    }
+}

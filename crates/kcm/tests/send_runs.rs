@@ -1,0 +1,139 @@
+//! [`Endpoint::send_runs`] over real loopback connections: a [`SendBatch`] of replies written
+//! back to back reaches each connection whole and in order, takes what the send buffer admits
+//! and keeps the rest, and stops at a message for a connection that is gone (which stays at
+//! its front). That it queues exactly what one send per message would is the core's property
+//! test (`kcm_core::mux` tests, `batch_send.rs`).
+
+mod common;
+
+use std::io;
+use std::net::TcpStream;
+
+use common::{assert_errno, assert_silent, endpoint, frame, read_frame, tcp_pair, thrift};
+use kcm::{ConnectionId, Endpoint, Kind, SendBatch};
+
+const ENOTCONN: i32 = rustix::io::Errno::NOTCONN.raw_os_error();
+
+fn attach_pair(ep: &Endpoint) -> (TcpStream, ConnectionId) {
+    let (peer, server) = tcp_pair();
+    let conn = ep.attach(&server, thrift()).expect("attach");
+    (peer, conn)
+}
+
+/// Message `seq` for peer `p`: framed, `len` body bytes that say whose and which it is.
+fn msg(p: usize, seq: usize, len: usize) -> Vec<u8> {
+    let mut body = vec![(p * 50 + seq % 50) as u8; len.max(2)];
+    body[0] = p as u8;
+    body[1] = seq as u8;
+    frame(&body)
+}
+
+#[test]
+fn a_send_batch_reaches_each_connection_whole_and_in_order() {
+    let ep = endpoint(Kind::Datagram);
+    let mut peers: Vec<(TcpStream, ConnectionId)> = (0..3).map(|_| attach_pair(&ep)).collect();
+    // Runs for one connection, changes of destination, sizes on both sides of the copy
+    // limit (256 B) and one far larger than a run (4 KiB), some written in place.
+    let sizes = [12usize, 12, 300, 12, 5_000, 1, 251, 252, 40];
+    let mut want: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+    let mut batch = SendBatch::new();
+    for seq in 0..120 {
+        let p = (seq / 4 + seq / 7) % 3;
+        let m = msg(p, seq, sizes[seq % sizes.len()]);
+        if seq % 5 == 0 {
+            batch.slot_to(peers[p].1, m.len()).copy_from_slice(&m);
+        } else {
+            batch.push_to(peers[p].1, &m);
+        }
+        want[p].push(m);
+    }
+    let bytes = batch.pending_bytes();
+    assert_eq!(ep.send_runs(&mut batch).expect("send_runs"), 120);
+    assert!(batch.is_empty(), "everything accepted leaves the batch");
+    for (p, (peer, _)) in peers.iter_mut().enumerate() {
+        for (i, m) in want[p].iter().enumerate() {
+            assert_eq!(
+                &read_frame(peer).expect("a message"),
+                m,
+                "peer {p} message {i}"
+            );
+        }
+        assert_silent(peer, std::time::Duration::from_millis(20));
+    }
+    let s = ep.stats();
+    assert_eq!((s.tx_msgs, s.tx_bytes), (120, bytes as u64));
+}
+
+#[test]
+fn unaddressed_messages_of_a_batch_go_out_on_a_connection_in_order() {
+    let ep = endpoint(Kind::Datagram);
+    let (mut peer, _) = attach_pair(&ep);
+    let mut batch = SendBatch::new();
+    let msgs: Vec<Vec<u8>> = (0..50).map(|i| msg(0, i, 10 + i * 7)).collect();
+    for m in &msgs {
+        batch.push(m);
+    }
+    assert_eq!(ep.send_runs(&mut batch).expect("send_runs"), msgs.len());
+    for m in &msgs {
+        assert_eq!(&read_frame(&mut peer).expect("a message"), m);
+    }
+}
+
+#[test]
+fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
+    // No connection yet: nothing drains the queue, so what the buffer admits is exact.
+    let ep = endpoint(Kind::Datagram);
+    ep.set_nonblocking(true);
+    ep.set_send_buffer_size(1000).expect("sndbuf");
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| msg(0, i, 600)).collect(); // 604 B each
+    let mut batch = SendBatch::new();
+    for m in &msgs {
+        batch.push(m);
+    }
+    // 0 queued before the first, 604 < 1000 before the second, 1208 before the third.
+    assert_eq!(ep.send_runs(&mut batch).expect("two fit"), 2);
+    assert_eq!((batch.len(), batch.front()), (3, Some(&msgs[2][..])));
+    let e = ep.send_runs(&mut batch).expect_err("the buffer is full");
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+    assert_eq!(batch.len(), 3, "a refused send takes nothing");
+
+    // A connection drains the queue. A blocking send waits for room for its first message,
+    // and returns what it accepted when the buffer fills again after that (as `sendmmsg`).
+    let (mut peer, _) = attach_pair(&ep);
+    ep.set_nonblocking(false);
+    let mut sent = 0;
+    while !batch.is_empty() {
+        let n = ep.send_runs(&mut batch).expect("the rest");
+        assert!(n > 0, "a blocking send accepts at least one");
+        sent += n;
+    }
+    assert_eq!(sent, 3);
+    for m in &msgs {
+        assert_eq!(&read_frame(&mut peer).expect("a message"), m);
+    }
+    assert_eq!(ep.stats().tx_msgs, 5);
+}
+
+#[test]
+fn a_message_for_a_gone_connection_stops_the_batch_and_stays_at_its_front() {
+    let ep = endpoint(Kind::Datagram);
+    let (mut peer, conn) = attach_pair(&ep);
+    let (_other, gone) = attach_pair(&ep);
+    ep.unattach_id(gone).expect("unattach");
+    let (a1, lost, a2) = (msg(0, 1, 20), msg(1, 2, 20), msg(0, 3, 20));
+    let mut batch = SendBatch::new();
+    batch.push_to(conn, &a1);
+    batch.push_to(gone, &lost);
+    batch.push_to(conn, &a2);
+    // The first is accepted; the call stops at the refusal, as `send_batch_to` does.
+    assert_eq!(ep.send_runs(&mut batch).expect("one accepted"), 1);
+    assert_eq!(batch.front(), Some(&lost[..]));
+    // Nothing accepted before it now: the refusal is the call's error.
+    assert_errno(ep.send_runs(&mut batch), ENOTCONN);
+    assert_eq!(batch.len(), 2);
+    batch.skip(1);
+    assert_eq!(ep.send_runs(&mut batch).expect("the rest"), 1);
+    assert_eq!(read_frame(&mut peer).expect("a1"), a1);
+    assert_eq!(read_frame(&mut peer).expect("a2"), a2);
+    assert_eq!(ep.stats().tx_msgs, 2);
+}
