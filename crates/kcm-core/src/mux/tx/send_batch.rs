@@ -148,7 +148,10 @@ impl SendBatch {
         self.advance(self.done + n.min(self.len()));
     }
 
-    /// Marks the messages before `done` as taken; empties the batch once all are.
+    /// Marks the messages before `done` as taken; empties the batch once all are. Once the
+    /// taken ones hold half its bytes they are dropped, the rest moved to the front: a batch
+    /// that is never sent whole (a connection that keeps refusing while more are added) holds
+    /// at most twice what is unsent, not everything it ever held.
     pub(crate) fn advance(&mut self, done: usize) {
         if done >= self.ends.len() {
             self.clear();
@@ -157,6 +160,20 @@ impl SendBatch {
         self.done = done;
         while self.groups[self.group].end <= done {
             self.group += 1;
+        }
+        let cut = self.start(done);
+        if cut > 0 && cut >= self.bytes.len() / 2 {
+            self.bytes.drain(..cut);
+            self.ends.drain(..done);
+            for end in &mut self.ends {
+                *end -= cut;
+            }
+            self.groups.drain(..self.group);
+            for g in &mut self.groups {
+                g.end -= done;
+            }
+            self.done = 0;
+            self.group = 0;
         }
     }
 
@@ -273,5 +290,62 @@ impl<'a> Outgoing for Cursor<'a> {
         );
         self.next += n;
         (n, bytes, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(index: u32) -> ConnectionId {
+        ConnectionId { index, gen: 1 }
+    }
+
+    /// The unsent messages, with their destinations, as a cursor reads them.
+    fn unsent(b: &SendBatch) -> Vec<(Option<ConnectionId>, Vec<u8>)> {
+        let mut c = b.cursor();
+        std::iter::from_fn(|| c.next_msg().map(|(t, d)| (t, d.to_vec()))).collect()
+    }
+
+    #[test]
+    fn taken_messages_are_dropped_once_they_hold_half_the_bytes() {
+        let mut b = SendBatch::new();
+        let mut want = std::collections::VecDeque::new();
+        for i in 0..10_000u32 {
+            // Two added a round and two taken, but one every 100 rounds: the batch never
+            // empties, and 200 kB pass through it.
+            for k in 0..2 {
+                let m = [(i % 251) as u8; 10];
+                b.push_to(conn(k), &m);
+                want.push_back((Some(conn(k)), m.to_vec()));
+            }
+            let n = if i % 100 == 0 { 1 } else { 2 };
+            b.skip(n);
+            want.drain(..n);
+            assert!(b.bytes.len() <= 2 * b.pending_bytes(), "round {i}");
+        }
+        assert_eq!(b.len(), 100);
+        assert_eq!(unsent(&b), Vec::from(want));
+    }
+
+    #[test]
+    fn groups_follow_the_destinations_across_compaction() {
+        let mut b = SendBatch::new();
+        b.push_to(conn(1), b"aa");
+        b.push_to(conn(1), b"bb");
+        b.push_to(conn(2), b"cc");
+        b.push(b"dd");
+        b.skip(3);
+        b.push(b"ee");
+        b.push_to(conn(2), b"ff");
+        assert_eq!(b.front(), Some(&b"dd"[..]));
+        assert_eq!(
+            unsent(&b),
+            [
+                (None, b"dd".to_vec()),
+                (None, b"ee".to_vec()),
+                (Some(conn(2)), b"ff".to_vec())
+            ]
+        );
     }
 }
