@@ -322,6 +322,7 @@ impl Shared {
         let result = self.write_job(&job);
         let mut st = self.lock();
         st.core.handle_transmit(ep, job.conn, result);
+        st.core.recycle(job);
         Self::drain(&mut st.core, events);
     }
 
@@ -333,6 +334,7 @@ impl Shared {
         let result = self.write_job(&job);
         let mut st = self.lock();
         st.core.handle_conn_transmit(conn, result);
+        st.core.recycle(job);
         Self::drain(&mut st.core, events);
         drop(st);
         // Senders may be waiting for room in this connection's backlog.

@@ -209,6 +209,8 @@ pub struct MuxCore {
     /// `aggregate_strp_stats` of the mux).
     agg_conn: ConnStats,
     events: VecDeque<Event>,
+    /// Slice lists of written transmits, cleared, for the next ones ([`MuxCore::recycle`]).
+    spare_bufs: Vec<Vec<Bytes>>,
 }
 
 impl fmt::Debug for MuxCore {
@@ -248,6 +250,7 @@ impl MuxCore {
             stats: MuxStats::default(),
             agg_conn: ConnStats::default(),
             events: VecDeque::new(),
+            spare_bufs: Vec::new(),
         };
         let ep = mux.add_endpoint()?;
         Ok((mux, ep))

@@ -38,6 +38,11 @@ const MAX_TX_BYTES: usize = 1 << 20;
 /// space that never comes.
 pub(super) const MAX_TX_SLICES: usize = 1024;
 
+/// Slice lists [`MuxCore::recycle`] keeps: about one per thread writing at a time.
+const SPARE_LISTS: usize = 4;
+/// Longer lists (up to [`MAX_TX_SLICES`]) are let go rather than kept.
+const SPARE_LIST_MAX: usize = 64;
+
 /// Flags of one send call (the meaningful `MSG_*` bits, §2.2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendFlags {
@@ -127,8 +132,9 @@ fn join_small_run(bufs: &mut Vec<Bytes>, start: usize) {
 fn gather<'a>(
     queue: impl Iterator<Item = &'a mut queue::TxMsg>,
     conn: ConnectionId,
+    mut bufs: Vec<Bytes>,
 ) -> (Vec<Bytes>, usize) {
-    let mut bufs = Vec::new();
+    bufs.clear();
     // Where the current run of small slices starts in `bufs`.
     let mut run = 0;
     let mut len = 0;
@@ -297,8 +303,9 @@ impl MuxCore {
             }
             Some(true) => {}
         }
+        let spare = self.spare_bufs.pop().unwrap_or_default();
         let e = self.ep_mut(ep)?;
-        let (bufs, len) = gather(e.tx.queue.iter_mut(), conn);
+        let (bufs, len) = gather(e.tx.queue.iter_mut(), conn, spare);
         e.tx.writing = Some(len);
         e.tx.space_while_writing = false;
         e.tx.space_wait = false;
@@ -306,6 +313,34 @@ impl MuxCore {
         // tx_wait_more).
         e.tx.wait_more = false;
         Some(Transmit { conn, bufs, len })
+    }
+
+    /// Takes a written transmit back once its result is reported ([`MuxCore::handle_transmit`]
+    /// or [`MuxCore::handle_conn_transmit`]) and keeps its list of slices, emptied, for a later
+    /// one: a runtime that gives its transmits back saves an allocation per write. Optional; a
+    /// transmit dropped instead costs only that allocation.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use kcm_core::mux::{Kind, MuxCore, SendFlags, TxResult};
+    ///
+    /// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+    /// mux.attach();
+    /// let end = SendFlags { eor: true, ..SendFlags::default() };
+    /// mux.send(ep, Bytes::from_static(b"one"), end, None).unwrap();
+    /// let tx = mux.poll_transmit(ep).unwrap();
+    /// mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+    /// mux.recycle(tx);
+    /// mux.send(ep, Bytes::from_static(b"two"), end, None).unwrap();
+    /// assert_eq!(&mux.poll_transmit(ep).unwrap().bufs[..], [Bytes::from_static(b"two")]);
+    /// ```
+    pub fn recycle(&mut self, tx: Transmit) {
+        let mut bufs = tx.bufs;
+        // The slices' buffers are let go now, not when the list is next used.
+        bufs.clear();
+        if self.spare_bufs.len() < SPARE_LISTS && bufs.capacity() <= SPARE_LIST_MAX {
+            self.spare_bufs.push(bufs);
+        }
     }
 
     /// Reports what writing the endpoint's last [`Transmit`] on `conn` did. A report with no

@@ -451,3 +451,29 @@ fn write_space_during_a_write_makes_a_short_write_try_again() {
     assert_eq!(events(&mut mux), vec![]);
     check_invariants(&mux);
 }
+
+#[test]
+fn a_recycled_transmit_lends_its_list_to_the_next_and_few_are_kept() {
+    let (mut mux, e, _) = setup(1, 1);
+    send(&mut mux, e[0], b"one");
+    let tx = mux.poll_transmit(e[0]).expect("a transmit");
+    let list = tx.bufs.as_ptr();
+    mux.handle_transmit(e[0], tx.conn, TxResult::Written(tx.len));
+    mux.recycle(tx);
+    send(&mut mux, e[0], b"two");
+    let tx = mux.poll_transmit(e[0]).expect("a transmit");
+    assert_eq!(tx.bufs.as_ptr(), list, "the same list, no allocation");
+    assert_eq!(cat(&tx), b"two".to_vec());
+    mux.handle_transmit(e[0], tx.conn, TxResult::Written(tx.len));
+    // A runtime giving back more than it takes does not make the mux hoard lists.
+    for _ in 0..100 {
+        mux.recycle(Transmit {
+            conn: tx.conn,
+            bufs: Vec::with_capacity(8),
+            len: 0,
+        });
+    }
+    assert!(mux.spare_bufs.len() <= 4, "{} kept", mux.spare_bufs.len());
+    events(&mut mux);
+    check_invariants(&mux);
+}

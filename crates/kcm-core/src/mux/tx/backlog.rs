@@ -216,6 +216,7 @@ impl MuxCore {
     /// The next bytes of the connection's backlog to write, if it has some and is not being
     /// written ([`Event::ConnTxReady`]). Report with [`MuxCore::handle_conn_transmit`].
     pub fn poll_conn_transmit(&mut self, conn: ConnectionId) -> Option<Transmit> {
+        let spare = self.spare_bufs.pop().unwrap_or_default();
         let c = self.conn_mut(conn)?;
         if c.done || c.tx_stopped {
             return None;
@@ -224,7 +225,7 @@ impl MuxCore {
         if b.writing.is_some() {
             return None;
         }
-        let (bufs, len) = gather(b.queue.iter_mut(), conn);
+        let (bufs, len) = gather(b.queue.iter_mut(), conn, spare);
         if len == 0 {
             return None;
         }

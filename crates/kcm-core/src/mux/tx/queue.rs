@@ -45,7 +45,9 @@ pub(crate) struct Run {
     /// Growing while no transmit has taken it; frozen once one has (a transmit holds a
     /// zero-copy view of it, and it must not move).
     data: RunData,
-    /// Where each message ends, from the start of `data`.
+    /// Where each message but the last ends, from the start of `data` (the last ends with
+    /// the entry): a run of one message, the lone reply of a request-reply load, allocates
+    /// no list.
     ends: Vec<u32>,
 }
 
@@ -63,16 +65,28 @@ impl Run {
         let first = msgs.first().map_or(1, |m| m.len().max(1));
         let room = (first * RUN_ROOM).max(hint).clamp(first, RUN_MAX);
         let mut buf = BytesMut::with_capacity(room);
-        // Room for as many message ends as messages like the first fit in the buffer.
-        let mut ends = Vec::with_capacity((room / first).max(msgs.len()));
+        let mut ends = Vec::new();
         for m in msgs {
+            if !buf.is_empty() {
+                Run::note_end(&mut ends, &buf);
+            }
             buf.extend_from_slice(m);
-            ends.push(buf.len() as u32);
         }
         Run {
             data: RunData::Open(buf),
             ends,
         }
+    }
+
+    /// Records that a message ends where `buf` ends now (another follows it). The first time,
+    /// makes room for as many ends as messages like the first fit in the buffer, so that a
+    /// run growing message by message seldom reallocates its list.
+    #[inline]
+    fn note_end(ends: &mut Vec<u32>, buf: &BytesMut) {
+        if ends.capacity() == 0 {
+            ends.reserve(buf.capacity() / buf.len().max(1));
+        }
+        ends.push(buf.len() as u32);
     }
 }
 
@@ -97,7 +111,7 @@ impl TxMsg {
     /// Messages in the entry.
     pub(crate) fn msgs(&self) -> usize {
         match &self.parts {
-            Parts::Run(r) => r.ends.len(),
+            Parts::Run(r) => r.ends.len() + 1,
             _ => 1,
         }
     }
@@ -165,8 +179,8 @@ impl TxMsg {
                 data: RunData::Open(buf),
                 ends,
             }) => {
+                Run::note_end(ends, buf);
                 buf.extend_from_slice(data);
-                ends.push((len + data.len()) as u32);
             }
             Parts::One(first) if len <= COALESCE_MAX => {
                 self.parts = Parts::Run(Run::new(&[first, data], hint));
@@ -183,9 +197,9 @@ impl TxMsg {
         let Parts::Run(r) = &mut self.parts else {
             return (0, 0);
         };
+        // The last message is never among them: a fully written entry has left the queue.
         let done = r.ends.partition_point(|&end| end as usize <= self.sent);
-        // A fully written entry has left the queue, so at least one message remains.
-        if done == 0 || done >= r.ends.len() {
+        if done == 0 {
             return (0, 0);
         }
         let cut = r.ends[done - 1] as usize;
@@ -391,9 +405,9 @@ impl EpTx {
                 rest = Some((next, data));
                 break;
             }
+            Run::note_end(ends, buf);
             buf.extend_from_slice(d);
             end += d.len();
-            ends.push(end as u32);
             n += 1;
             bytes += d.len();
         }
@@ -455,9 +469,13 @@ impl EpTx {
             start = next;
             n += 1;
         }
-        // Message `i` ends `ends[i] - from` bytes after the run's old end.
+        // The run's last message now has others after it; new message `i` ends
+        // `ends[i] - from` bytes after the run's old end (the last of them with the entry).
         let base = tail.len;
-        run_ends.extend(ends[..n].iter().map(|&e| (e - from + base) as u32));
+        if n > 0 {
+            Run::note_end(run_ends, buf);
+            run_ends.extend(ends[..n - 1].iter().map(|&e| (e - from + base) as u32));
+        }
         let taken = start - from;
         buf.extend_from_slice(&bytes[from..start]);
         tail.len = base + taken;
