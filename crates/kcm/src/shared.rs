@@ -316,10 +316,12 @@ impl Shared {
     pub(crate) fn transmit(
         &self,
         ep: EndpointId,
-        job: kcm_core::mux::Transmit,
+        mut job: kcm_core::mux::Transmit,
         events: &mut Events,
     ) {
         let result = self.write_job(&job);
+        // The slices' buffers are let go before the lock, not under it.
+        job.bufs.clear();
         let mut st = self.lock();
         st.core.handle_transmit(ep, job.conn, result);
         st.core.recycle(job);
@@ -328,10 +330,11 @@ impl Shared {
 
     /// Writes one transmit of a connection's backlog, if it has one (`Event::ConnTxReady`).
     pub(crate) fn pump_conn_tx(&self, conn: ConnectionId, events: &mut Events) {
-        let Some(job) = self.poll_job(events, |core| core.poll_conn_transmit(conn)) else {
+        let Some(mut job) = self.poll_job(events, |core| core.poll_conn_transmit(conn)) else {
             return;
         };
         let result = self.write_job(&job);
+        job.bufs.clear();
         let mut st = self.lock();
         st.core.handle_conn_transmit(conn, result);
         st.core.recycle(job);

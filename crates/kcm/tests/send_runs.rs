@@ -8,6 +8,7 @@ mod common;
 
 use std::io;
 use std::net::TcpStream;
+use std::time::Duration;
 
 use common::{assert_errno, assert_silent, endpoint, frame, read_frame, tcp_pair, thrift};
 use kcm::{ConnectionId, Endpoint, Kind, SendBatch};
@@ -58,7 +59,7 @@ fn a_send_batch_reaches_each_connection_whole_and_in_order() {
                 "peer {p} message {i}"
             );
         }
-        assert_silent(peer, std::time::Duration::from_millis(20));
+        assert_silent(peer, Duration::from_millis(20));
     }
     let s = ep.stats();
     assert_eq!((s.tx_msgs, s.tx_bytes), (120, bytes as u64));
@@ -97,8 +98,8 @@ fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
     assert_eq!(batch.len(), 3, "a refused send takes nothing");
 
-    // A connection drains the queue. A blocking send waits for room for its first message,
-    // and returns what it accepted when the buffer fills again after that (as `sendmmsg`).
+    // A connection drains the queue. A blocking send returns what it accepted when the
+    // buffer fills again after its first message (as `sendmmsg`).
     let (mut peer, _) = attach_pair(&ep);
     ep.set_nonblocking(false);
     let mut sent = 0;
@@ -112,6 +113,38 @@ fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
         assert_eq!(&read_frame(&mut peer).expect("a message"), m);
     }
     assert_eq!(ep.stats().tx_msgs, 5);
+}
+
+#[test]
+fn a_blocking_send_waits_for_room_and_sends_the_refused_message_once() {
+    let ep = endpoint(Kind::Datagram);
+    ep.set_send_buffer_size(1000).expect("sndbuf");
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| msg(0, i, 600)).collect(); // 604 B each
+    let mut batch = SendBatch::new();
+    for m in &msgs {
+        batch.push(m);
+    }
+    // No connection: the first two fill the buffer, the third is refused.
+    assert_eq!(ep.send_runs(&mut batch).expect("two fit"), 2);
+    let (mut peer, sent) = std::thread::scope(|s| {
+        let attach = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            attach_pair(&ep)
+        });
+        // Nothing drains the buffer until the attach: the call waits for room for its
+        // first message (sent on its own), then goes on with the rest.
+        let mut sent = 0;
+        while !batch.is_empty() {
+            sent += ep.send_runs(&mut batch).expect("the rest");
+        }
+        (attach.join().expect("attach").0, sent)
+    });
+    assert_eq!(sent, 3);
+    for m in &msgs {
+        assert_eq!(&read_frame(&mut peer).expect("a message"), m);
+    }
+    assert_silent(&mut peer, Duration::from_millis(50));
+    assert_eq!(ep.stats().tx_msgs, 5, "each message once");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! takes the header off on decode and puts it back on encode, so what crosses the wire is
 //! byte for byte what the other systems receive and send. (`LengthDelimitedCodec` cannot keep
 //! the header on decode and also add it on encode: one `length_adjustment` serves both.)
-//! Echo replies are the received frame itself, no copy, as with kcm. Replies to requests that
+//! Echo replies are the received frame itself, no copy (kcm's worker copies its 64-byte echoes
+//! into its `SendBatch`, as it copies acks). Replies to requests that
 //! arrived in one read are fed and flushed together, as a careful tokio user would write it.
 
 use std::io;

@@ -329,10 +329,13 @@ impl MuxCore {
     /// let end = SendFlags { eor: true, ..SendFlags::default() };
     /// mux.send(ep, Bytes::from_static(b"one"), end, None).unwrap();
     /// let tx = mux.poll_transmit(ep).unwrap();
+    /// let list = tx.bufs.as_ptr();
     /// mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
     /// mux.recycle(tx);
     /// mux.send(ep, Bytes::from_static(b"two"), end, None).unwrap();
-    /// assert_eq!(&mux.poll_transmit(ep).unwrap().bufs[..], [Bytes::from_static(b"two")]);
+    /// let tx = mux.poll_transmit(ep).unwrap();
+    /// assert_eq!(&tx.bufs[..], [Bytes::from_static(b"two")]);
+    /// assert_eq!(tx.bufs.as_ptr(), list, "the first one's list, not a new one");
     /// ```
     pub fn recycle(&mut self, tx: Transmit) {
         let mut bufs = tx.bufs;

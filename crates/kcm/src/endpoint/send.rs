@@ -112,8 +112,10 @@ impl Endpoint {
     /// cheapest way to answer a batch of small pipelined requests (`kcm bench` W3).
     ///
     /// Returns how many were accepted; they leave the batch, which is empty once all have.
-    /// A non-blocking endpoint may accept fewer (and fails with `WouldBlock` only if it
-    /// accepted none). A message refused for its connection (`ENOTCONN`, `EPIPE`) stops the
+    /// That may be fewer than all: as `sendmmsg`, a blocking call waits for room for its first
+    /// message only and returns when the buffer fills after that, and a non-blocking one fails
+    /// with `WouldBlock` only if it accepted none. Call again while the batch is not empty. A
+    /// message refused for its connection (`ENOTCONN`, `EPIPE`) stops the
     /// call, as in [`Endpoint::send_batch_to`]: it stays at the front of the batch with the
     /// rest, and [`SendBatch::skip`] drops it to go on with the others.
     ///
@@ -280,13 +282,7 @@ struct Runs<'a>(&'a mut SendBatch);
 
 impl Source for Runs<'_> {
     fn queue(&mut self, core: &mut MuxCore, ep: EndpointId) -> (usize, Option<Refused>) {
-        let (n, refused) = core.send_runs(ep, self.0);
-        let refused = refused.map(|(error, target)| Refused {
-            error,
-            target,
-            data: Bytes::copy_from_slice(self.0.front().unwrap_or_default()),
-        });
-        (n, refused)
+        core.send_runs(ep, self.0)
     }
 
     fn sent_refused(&mut self) {

@@ -216,22 +216,20 @@ impl MuxCore {
     /// The next bytes of the connection's backlog to write, if it has some and is not being
     /// written ([`Event::ConnTxReady`]). Report with [`MuxCore::handle_conn_transmit`].
     pub fn poll_conn_transmit(&mut self, conn: ConnectionId) -> Option<Transmit> {
+        let c = self.conn(conn)?;
+        if c.done || c.tx_stopped || c.backlog.as_ref()?.writing.is_some() {
+            return None;
+        }
         let spare = self.spare_bufs.pop().unwrap_or_default();
-        let c = self.conn_mut(conn)?;
-        if c.done || c.tx_stopped {
-            return None;
-        }
-        let b = c.backlog.as_mut()?;
-        if b.writing.is_some() {
-            return None;
-        }
+        let b = self.conn_mut(conn)?.backlog.as_mut()?;
         let (bufs, len) = gather(b.queue.iter_mut(), conn, spare);
-        if len == 0 {
-            return None;
+        if len > 0 {
+            b.writing = Some(len);
+            b.space_while_writing = false;
+            return Some(Transmit { conn, bufs, len });
         }
-        b.writing = Some(len);
-        b.space_while_writing = false;
-        Some(Transmit { conn, bufs, len })
+        self.spare_bufs.push(bufs);
+        None
     }
 
     /// Reports what writing the connection's last backlog [`Transmit`] did (as

@@ -123,8 +123,8 @@ impl MuxCore {
     /// given one by one as borrowed slices, in order: the same acceptance, refusals, counters
     /// and bytes on the wire, but a connection's messages are checked with a few comparisons
     /// each and copied into the queue together. The accepted messages leave the batch; a
-    /// refused one stays at its front (with the reason and its destination returned), and so
-    /// do the rest.
+    /// refused one stays at its front, and so do the rest ([`Refused`] holds a copy of it,
+    /// with the reason and its destination).
     ///
     /// ```
     /// use kcm_core::mux::{Kind, MuxCore, SendBatch, SendError};
@@ -137,22 +137,20 @@ impl MuxCore {
     /// batch.push_to(conn, b"one");
     /// batch.push_to(gone, b"lost");
     /// batch.push_to(conn, b"two");
-    /// assert_eq!(mux.send_runs(ep, &mut batch), (1, Some((SendError::NotConnected, Some(gone)))));
-    /// assert_eq!(batch.len(), 2, "the refused message and the rest are left");
+    /// let (accepted, refused) = mux.send_runs(ep, &mut batch);
+    /// let refused = refused.unwrap();
+    /// assert_eq!((accepted, refused.error, refused.target), (1, SendError::NotConnected, Some(gone)));
+    /// assert_eq!(batch.front(), Some(&b"lost"[..]), "the refused message is left, and the rest");
     /// batch.skip(1);
     /// assert_eq!(mux.send_runs(ep, &mut batch), (1, None));
     /// ```
-    pub fn send_runs(
-        &mut self,
-        ep: EndpointId,
-        batch: &mut SendBatch,
-    ) -> (usize, Option<(SendError, Option<ConnectionId>)>) {
+    pub fn send_runs(&mut self, ep: EndpointId, batch: &mut SendBatch) -> (usize, Option<Refused>) {
         let mut cursor = batch.cursor();
         let (sent, refused) = self.send_from(ep, &mut cursor);
         // The refused message was taken from the cursor; it stays in the batch.
         let taken = cursor.next - usize::from(refused.is_some());
         batch.advance(taken);
-        (sent, refused.map(|r| (r.error, r.target)))
+        (sent, refused)
     }
 
     fn send_from<S: Outgoing>(&mut self, ep: EndpointId, msgs: &mut S) -> (usize, Option<Refused>) {

@@ -66,8 +66,8 @@ impl Run {
         let room = (first * RUN_ROOM).max(hint).clamp(first, RUN_MAX);
         let mut buf = BytesMut::with_capacity(room);
         let mut ends = Vec::new();
-        for m in msgs {
-            if !buf.is_empty() {
+        for (i, m) in msgs.iter().enumerate() {
+            if i > 0 {
                 Run::note_end(&mut ends, &buf);
             }
             buf.extend_from_slice(m);
@@ -214,6 +214,23 @@ impl TxMsg {
         self.len -= cut;
         self.sent -= cut;
         (done, cut)
+    }
+}
+
+/// The run at the tail of `queue` if it is for `target` and still growing: its buffer, its
+/// list of ends and the entry's length (a free function, so that the caller keeps the rest of
+/// the queue's fields).
+fn open_tail(
+    queue: &mut VecDeque<TxMsg>,
+    target: Option<ConnectionId>,
+) -> Option<(&mut BytesMut, &mut Vec<u32>, &mut usize)> {
+    let tail = queue.back_mut().filter(|t| t.target == target)?;
+    match &mut tail.parts {
+        Parts::Run(Run {
+            data: RunData::Open(buf),
+            ends,
+        }) => Some((buf, ends, &mut tail.len)),
+        _ => None,
     }
 }
 
@@ -381,18 +398,11 @@ impl EpTx {
         I: Iterator<Item = (Option<ConnectionId>, D)>,
         D: MsgData,
     {
-        let Some(tail) = self.queue.back_mut().filter(|t| t.target == target) else {
-            return (0, 0, None);
-        };
-        let Parts::Run(Run {
-            data: RunData::Open(buf),
-            ends,
-        }) = &mut tail.parts
-        else {
+        let Some((buf, ends, tail_len)) = open_tail(&mut self.queue, target) else {
             return (0, 0, None);
         };
         let (mut n, mut bytes, mut rest) = (0, 0, None);
-        let mut end = tail.len;
+        let mut end = *tail_len;
         for (next, data) in msgs.by_ref() {
             let d = data.as_ref();
             let fits = next == target
@@ -411,13 +421,8 @@ impl EpTx {
             n += 1;
             bytes += d.len();
         }
-        tail.len = end;
-        self.queued_bytes += bytes;
-        self.queued_msgs += n;
-        // As `count` would have said after the last of them.
-        if n > 0 && self.queued_bytes >= self.sndbuf {
-            self.blocked = true;
-        }
+        *tail_len = end;
+        self.count_appended(n, bytes);
         (n, bytes, rest)
     }
 
@@ -433,14 +438,7 @@ impl EpTx {
         ends: &[usize],
         small: bool,
     ) -> (usize, usize) {
-        let Some(tail) = self.queue.back_mut().filter(|t| t.target == target) else {
-            return (0, 0);
-        };
-        let Parts::Run(Run {
-            data: RunData::Open(buf),
-            ends: run_ends,
-        }) = &mut tail.parts
-        else {
+        let Some((buf, run_ends, tail_len)) = open_tail(&mut self.queue, target) else {
             return (0, 0);
         };
         // The same admission as `extend_tail_run`, message by message, in a few comparisons:
@@ -450,7 +448,7 @@ impl EpTx {
         // reload and store of the vector's length).
         let stop = from.saturating_add(self.sndbuf.saturating_sub(self.queued_bytes));
         let (mut n, mut start) = (0, from);
-        let limit = (RUN_MAX + from).saturating_sub(tail.len);
+        let limit = (RUN_MAX + from).saturating_sub(*tail_len);
         // The other two conditions only grow harder message by message.
         let last_start = match ends.len() {
             0 | 1 => from,
@@ -471,20 +469,27 @@ impl EpTx {
         }
         // The run's last message now has others after it; new message `i` ends
         // `ends[i] - from` bytes after the run's old end (the last of them with the entry).
-        let base = tail.len;
+        let base = *tail_len;
         if n > 0 {
             Run::note_end(run_ends, buf);
             run_ends.extend(ends[..n - 1].iter().map(|&e| (e - from + base) as u32));
         }
         let taken = start - from;
         buf.extend_from_slice(&bytes[from..start]);
-        tail.len = base + taken;
-        self.queued_bytes += taken;
+        *tail_len = base + taken;
+        self.count_appended(n, taken);
+        (n, taken)
+    }
+
+    /// Counts `n` messages of `bytes` in all just queued.
+    fn count_appended(&mut self, n: usize, bytes: usize) {
+        self.queued_bytes += bytes;
         self.queued_msgs += n;
+        // Full now: whoever watches writability (the pollable descriptor) needs the Writable
+        // event when room returns, even if no send has failed yet.
         if n > 0 && self.queued_bytes >= self.sndbuf {
             self.blocked = true;
         }
-        (n, taken)
     }
 
     fn push(&mut self, parts: Parts, len: usize, target: Option<ConnectionId>) {
@@ -498,13 +503,7 @@ impl EpTx {
 
     /// Counts a message just queued.
     fn count(&mut self, len: usize) {
-        self.queued_bytes += len;
-        self.queued_msgs += 1;
-        // Full now: whoever watches writability (the pollable descriptor) needs the Writable
-        // event when room returns, even if no send has failed yet.
-        if self.queued_bytes >= self.sndbuf {
-            self.blocked = true;
-        }
+        self.count_appended(1, len);
     }
 
     /// Takes the head entry off the queue whole, to move it elsewhere (a backlog).

@@ -76,9 +76,20 @@ impl SendBatch {
     /// written in place, with no buffer of its own to copy from.
     #[inline]
     pub fn slot_to(&mut self, conn: ConnectionId, len: usize) -> &mut [u8] {
+        self.slot_for(Some(conn), len)
+    }
+
+    /// [`SendBatch::slot_to`] for a message to any connection.
+    #[inline]
+    pub fn slot(&mut self, len: usize) -> &mut [u8] {
+        self.slot_for(None, len)
+    }
+
+    #[inline]
+    fn slot_for(&mut self, target: Option<ConnectionId>, len: usize) -> &mut [u8] {
         let start = self.bytes.len();
         self.bytes.resize(start + len, 0);
-        self.close(Some(conn), len);
+        self.close(target, len);
         &mut self.bytes[start..]
     }
 
@@ -158,11 +169,10 @@ impl SendBatch {
             return;
         }
         self.done = done;
-        while self.groups[self.group].end <= done {
-            self.group += 1;
-        }
+        self.group = self.group_of(done, self.group);
         let cut = self.start(done);
-        if cut > 0 && cut >= self.bytes.len() / 2 {
+        // (Counted in messages too: taken empty messages hold no bytes but an end each.)
+        if done > 0 && (cut >= self.bytes.len() / 2 || done >= self.ends.len() / 2) {
             self.bytes.drain(..cut);
             self.ends.drain(..done);
             for end in &mut self.ends {
@@ -175,6 +185,14 @@ impl SendBatch {
             self.done = 0;
             self.group = 0;
         }
+    }
+
+    /// The group that holds message `i`, looking from group `from` on.
+    fn group_of(&self, i: usize, mut from: usize) -> usize {
+        while self.groups[from].end <= i {
+            from += 1;
+        }
+        from
     }
 
     /// Where message `i` starts in `bytes`.
@@ -262,9 +280,7 @@ impl<'a> Outgoing for Cursor<'a> {
     fn next_msg(&mut self) -> Option<(Option<ConnectionId>, &'a [u8])> {
         let b = self.b;
         let end = *b.ends.get(self.next)?;
-        while b.groups[self.group].end <= self.next {
-            self.group += 1;
-        }
+        self.group = b.group_of(self.next, self.group);
         let data = &b.bytes[b.start(self.next)..end];
         self.next += 1;
         Some((b.groups[self.group].target, data))
@@ -326,6 +342,31 @@ mod tests {
         }
         assert_eq!(b.len(), 100);
         assert_eq!(unsent(&b), Vec::from(want));
+    }
+
+    #[test]
+    fn skipping_past_the_end_empties_the_batch() {
+        let mut b = SendBatch::new();
+        b.skip(3);
+        assert!(b.is_empty());
+        b.push(b"a");
+        b.slot(2).copy_from_slice(b"bc");
+        b.skip(5);
+        assert_eq!((b.len(), b.pending_bytes(), b.front()), (0, 0, None));
+        b.push(b"d");
+        assert_eq!(unsent(&b), [(None, b"d".to_vec())]);
+    }
+
+    #[test]
+    fn taken_empty_messages_do_not_pile_up() {
+        let mut b = SendBatch::new();
+        for _ in 0..10_000 {
+            b.push(b"");
+            b.push(b"");
+            b.skip(1);
+        }
+        assert_eq!(b.len(), 10_000);
+        assert!(b.ends.len() <= 2 * b.len(), "{} ends kept", b.ends.len());
     }
 
     #[test]
