@@ -146,9 +146,7 @@ impl RxQueue {
                     // Whole when the mark cannot be crossed before its last message (always,
                     // with the default mark of 1, unless the run empties the queue); else
                     // message by message, to stop where it is crossed.
-                    let (raw, size) = lens[first..end]
-                        .iter()
-                        .fold((0, 0), |(r, s), &l| (r + l, s + run.size(l)));
+                    let (raw, size) = run.sizes(&lens[first..end]);
                     if budget
                         .mem
                         .checked_sub(size)
