@@ -10,7 +10,10 @@ use std::io;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{assert_errno, assert_silent, endpoint, frame, read_frame, tcp_pair, thrift};
+use common::{
+    assert_errno, assert_silent, endpoint, frame, read_frame, shrink_recv_buffer,
+    shrink_send_buffer, tcp_pair, thrift, wait_for,
+};
 use kcm::{ConnectionId, Endpoint, Kind, SendBatch};
 
 const ENOTCONN: i32 = rustix::io::Errno::NOTCONN.raw_os_error();
@@ -169,4 +172,86 @@ fn a_message_for_a_gone_connection_stops_the_batch_and_stays_at_its_front() {
     assert_eq!(read_frame(&mut peer).expect("a1"), a1);
     assert_eq!(read_frame(&mut peer).expect("a2"), a2);
     assert_eq!(ep.stats().tx_msgs, 2);
+}
+
+/// A batch's replies to a peer that stops reading step aside into that connection's backlog
+/// while the replies to another peer go out; with the backlog full, the stuck peer's next
+/// message is refused at the front of a batch (only it: skipping it lets the rest go), and
+/// the stuck peer still gets everything accepted for it, whole and in order, when it reads
+/// again.
+#[test]
+fn replies_in_a_batch_to_a_peer_that_stops_reading_do_not_hold_up_the_others() {
+    let ep = endpoint(Kind::Datagram);
+    ep.set_send_buffer_size(4 << 20).expect("sndbuf");
+    let (mut slow, slow_conn) = {
+        let (peer, server) = tcp_pair();
+        shrink_recv_buffer(&peer, 64 * 1024);
+        shrink_send_buffer(&server, 4096);
+        let conn = ep.attach(&server, thrift()).expect("attach");
+        (peer, conn)
+    };
+    let (mut fast, fast_conn) = attach_pair(&ep);
+    // A megabyte of small replies to the slow peer, 100 to a batch: far more than its
+    // kernel buffers hold.
+    let to_slow: Vec<Vec<u8>> = (0..5_000).map(|i| msg(1, i, 200)).collect();
+    let mut batch = SendBatch::new();
+    for replies in to_slow.chunks(100) {
+        for m in replies {
+            batch.push_to(slow_conn, m);
+        }
+        while !batch.is_empty() {
+            ep.send_runs(&mut batch).expect("room in the send buffer");
+        }
+    }
+    wait_for("the slow connection to fill up", || {
+        ep.connection_stats(slow_conn).expect("stats").tx.tx_bytes > 0
+    });
+    // Replies to the fast peer go out meanwhile, a batch at a time.
+    for round in 0..10 {
+        let replies: Vec<Vec<u8>> = (0..20).map(|i| msg(2, round * 20 + i, 30)).collect();
+        for m in &replies {
+            batch.push_to(fast_conn, m);
+        }
+        assert_eq!(
+            ep.send_runs(&mut batch).expect("room for the fast peer"),
+            20
+        );
+        for m in &replies {
+            assert_eq!(&read_frame(&mut fast).expect("a reply"), m, "round {round}");
+        }
+    }
+    // The slow peer's replies stepped aside into its backlog, which is full now.
+    let (msgs, bytes) = ep.connection_backlog(slow_conn).expect("a backlog");
+    assert!(
+        msgs > 0 && bytes >= 208 * 1024,
+        "{msgs} messages, {bytes} bytes"
+    );
+    // A stuck message at the front stops the batch (non-blocking: refused); skipped, the
+    // rest goes.
+    ep.set_nonblocking(true);
+    let (stuck, after) = (msg(1, 60_000, 200), msg(2, 9_999, 30));
+    batch.push_to(slow_conn, &stuck);
+    batch.push_to(fast_conn, &after);
+    let e = ep
+        .send_runs(&mut batch)
+        .expect_err("the slow peer's backlog is full");
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(batch.front(), Some(&stuck[..]));
+    batch.skip(1);
+    assert_eq!(ep.send_runs(&mut batch).expect("the fast reply"), 1);
+    assert_eq!(read_frame(&mut fast).expect("a reply"), after);
+    ep.set_nonblocking(false);
+    // The slow peer reads again: everything accepted for it arrives, whole and in order.
+    for (i, m) in to_slow.iter().enumerate() {
+        assert_eq!(
+            &read_frame(&mut slow).expect("a reply"),
+            m,
+            "slow reply {i}"
+        );
+    }
+    assert_silent(&mut slow, Duration::from_millis(20));
+    wait_for("the slow peer's backlog to go", || {
+        ep.connection_backlog(slow_conn).is_none()
+    });
+    assert_eq!(ep.mux_stats().tx_addr_drops, 0);
 }
