@@ -156,6 +156,29 @@ impl MuxCore {
     pub fn recv(&mut self, ep: EndpointId, max: usize, peek: bool) -> Option<RecvRead> {
         let kind = self.kind;
         let e = self.ep_mut(ep)?;
+        if kind == Kind::Datagram && !peek {
+            // The common case, taken in one look at the queue: the whole message, cut to
+            // `max` only when it does not fit (§2.3).
+            let RxMsg { mut data, conn } = e.rx.pop()?;
+            let full_len = data.len();
+            e.rx_mem -= full_len;
+            let trunc = full_len > max;
+            if trunc {
+                data.truncate(max);
+            }
+            e.stats.rx_bytes += data.len() as u64;
+            e.stats.rx_msgs += 1;
+            if e.rx_mem < e.rcvlowat {
+                self.rcv_ready(ep.0);
+            }
+            return Some(RecvRead {
+                data,
+                conn,
+                eor: true,
+                trunc,
+                full_len,
+            });
+        }
         let (full_len, conn) = e.rx.front_len()?;
         let n = full_len.min(max);
         if peek {
@@ -167,17 +190,15 @@ impl MuxCore {
                 full_len,
             });
         }
-        let read = if n == full_len || kind == Kind::Datagram {
-            // The whole message; a datagram endpoint drops what did not fit (§2.3).
-            let mut data = e.rx.pop()?.data;
+        let read = if n == full_len {
+            // The whole message.
+            let data = e.rx.pop()?.data;
             e.rx_mem -= full_len;
-            // In place: choosing between two `Bytes` made a copy of one through the stack.
-            data.truncate(n);
             RecvRead {
                 data,
                 conn,
                 eor: true,
-                trunc: n < full_len,
+                trunc: false,
                 full_len,
             }
         } else {
