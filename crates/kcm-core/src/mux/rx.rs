@@ -340,6 +340,7 @@ impl MuxCore {
         }
     }
 
+    #[inline]
     pub(super) fn ep_has_room(&self, ei: u32) -> bool {
         // Admission: below SO_RCVBUF before adding (§5.1), never while disabled.
         self.eps
@@ -351,6 +352,7 @@ impl MuxCore {
     /// Queues a message on an endpoint, uncounted (one that is moved: held or requeued;
     /// messages coming from a connection go through [`fill`](Self::fill) or
     /// [`fill_one`](Self::fill_one), which also count them).
+    #[inline]
     pub(super) fn enqueue(&mut self, ei: u32, m: RxMsg) {
         let Some(e) = self.eps.get_mut(ei as usize).and_then(Option::as_mut) else {
             return;
@@ -365,6 +367,7 @@ impl MuxCore {
     }
 
     /// [`fill`](Self::fill) for a lone message on an endpoint that `steer` found with room.
+    #[inline]
     fn fill_one(&mut self, ei: u32, conn: ConnectionId, data: Bytes) {
         let size = data.len() as u64;
         self.enqueue(ei, RxMsg { data, conn });
@@ -433,6 +436,7 @@ impl MuxCore {
 
     /// The endpoint the next message of a pass goes to: the current reservation while it has
     /// room, else the head of the eligible FIFO (a full one drops out, §5.1).
+    #[inline]
     pub(super) fn steer(&mut self, target: &mut Option<u32>) -> Option<u32> {
         loop {
             let t = match *target {
