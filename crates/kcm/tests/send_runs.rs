@@ -83,17 +83,34 @@ fn unaddressed_messages_of_a_batch_go_out_on_a_connection_in_order() {
     }
 }
 
-#[test]
-fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
-    // No connection yet: nothing drains the queue, so what the buffer admits is exact.
+/// An endpoint with a 1,000-byte send buffer and no connection (nothing drains its queue, so
+/// what the buffer admits is exact), and a batch of five unaddressed 604-byte messages.
+fn five_for_a_small_buffer() -> (Endpoint, Vec<Vec<u8>>, SendBatch) {
     let ep = endpoint(Kind::Datagram);
-    ep.set_nonblocking(true);
     ep.set_send_buffer_size(1000).expect("sndbuf");
-    let msgs: Vec<Vec<u8>> = (0..5).map(|i| msg(0, i, 600)).collect(); // 604 B each
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| msg(0, i, 600)).collect();
     let mut batch = SendBatch::new();
     for m in &msgs {
         batch.push(m);
     }
+    (ep, msgs, batch)
+}
+
+/// Sends until the batch is empty; returns how many were accepted.
+fn send_all(ep: &Endpoint, batch: &mut SendBatch) -> usize {
+    let mut sent = 0;
+    while !batch.is_empty() {
+        let n = ep.send_runs(batch).expect("the rest");
+        assert!(n > 0, "a blocking send accepts at least one");
+        sent += n;
+    }
+    sent
+}
+
+#[test]
+fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
+    let (ep, msgs, mut batch) = five_for_a_small_buffer();
+    ep.set_nonblocking(true);
     // 0 queued before the first, 604 < 1000 before the second, 1208 before the third.
     assert_eq!(ep.send_runs(&mut batch).expect("two fit"), 2);
     assert_eq!((batch.len(), batch.front()), (3, Some(&msgs[2][..])));
@@ -105,13 +122,7 @@ fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
     // buffer fills again after its first message (as `sendmmsg`).
     let (mut peer, _) = attach_pair(&ep);
     ep.set_nonblocking(false);
-    let mut sent = 0;
-    while !batch.is_empty() {
-        let n = ep.send_runs(&mut batch).expect("the rest");
-        assert!(n > 0, "a blocking send accepts at least one");
-        sent += n;
-    }
-    assert_eq!(sent, 3);
+    assert_eq!(send_all(&ep, &mut batch), 3);
     for m in &msgs {
         assert_eq!(&read_frame(&mut peer).expect("a message"), m);
     }
@@ -120,14 +131,8 @@ fn a_full_send_buffer_takes_what_fits_and_leaves_the_rest_in_the_batch() {
 
 #[test]
 fn a_blocking_send_waits_for_room_and_sends_the_refused_message_once() {
-    let ep = endpoint(Kind::Datagram);
-    ep.set_send_buffer_size(1000).expect("sndbuf");
-    let msgs: Vec<Vec<u8>> = (0..5).map(|i| msg(0, i, 600)).collect(); // 604 B each
-    let mut batch = SendBatch::new();
-    for m in &msgs {
-        batch.push(m);
-    }
-    // No connection: the first two fill the buffer, the third is refused.
+    let (ep, msgs, mut batch) = five_for_a_small_buffer();
+    // The first two fill the buffer, the third is refused.
     assert_eq!(ep.send_runs(&mut batch).expect("two fit"), 2);
     let (mut peer, sent) = std::thread::scope(|s| {
         let attach = s.spawn(|| {
@@ -136,10 +141,7 @@ fn a_blocking_send_waits_for_room_and_sends_the_refused_message_once() {
         });
         // Nothing drains the buffer until the attach: the call waits for room for its
         // first message (sent on its own), then goes on with the rest.
-        let mut sent = 0;
-        while !batch.is_empty() {
-            sent += ep.send_runs(&mut batch).expect("the rest");
-        }
+        let sent = send_all(&ep, &mut batch);
         (attach.join().expect("attach").0, sent)
     });
     assert_eq!(sent, 3);

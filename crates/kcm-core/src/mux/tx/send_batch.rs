@@ -61,15 +61,20 @@ impl SendBatch {
     /// unaddressed send).
     #[inline]
     pub fn push(&mut self, msg: &[u8]) {
-        self.bytes.extend_from_slice(msg);
-        self.close(None, msg.len());
+        self.push_for(None, msg);
     }
 
     /// Adds a whole message for `conn` (addressed mode).
     #[inline]
     pub fn push_to(&mut self, conn: ConnectionId, msg: &[u8]) {
+        self.push_for(Some(conn), msg);
+    }
+
+    /// (Copied in, not through a zeroed slot: the bytes are written once.)
+    #[inline]
+    fn push_for(&mut self, target: Option<ConnectionId>, msg: &[u8]) {
         self.bytes.extend_from_slice(msg);
-        self.close(Some(conn), msg.len());
+        self.close(target, msg.len());
     }
 
     /// Adds a message of `len` zero bytes for `conn` and returns it to be filled in: a reply
@@ -127,8 +132,7 @@ impl SendBatch {
     /// assert_eq!(batch.front(), Some(&b"first"[..]));
     /// ```
     pub fn front(&self) -> Option<&[u8]> {
-        let end = *self.ends.get(self.done)?;
-        Some(&self.bytes[self.start(self.done)..end])
+        self.msg(self.done)
     }
 
     /// Bytes of the messages not yet sent.
@@ -193,6 +197,12 @@ impl SendBatch {
             from += 1;
         }
         from
+    }
+
+    /// Message `i`, if there is one.
+    fn msg(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        Some(&self.bytes[self.start(i)..end])
     }
 
     /// Where message `i` starts in `bytes`.
@@ -279,9 +289,8 @@ impl<'a> Outgoing for Cursor<'a> {
 
     fn next_msg(&mut self) -> Option<(Option<ConnectionId>, &'a [u8])> {
         let b = self.b;
-        let end = *b.ends.get(self.next)?;
+        let data = b.msg(self.next)?;
         self.group = b.group_of(self.next, self.group);
-        let data = &b.bytes[b.start(self.next)..end];
         self.next += 1;
         Some((b.groups[self.group].target, data))
     }
