@@ -64,9 +64,17 @@ impl Cursor {
         Some(m)
     }
 
-    /// The messages not handed out yet, in order.
+    /// The messages not handed out yet, in order. A run of one not started gives its own
+    /// `Bytes` ([`MsgRun::into_only`]: no new reference to the buffer).
     pub(crate) fn into_rest(self) -> impl Iterator<Item = Bytes> {
-        self.run.into_messages_from(self.next, self.off)
+        let mut cur = Some(self);
+        std::iter::from_fn(move || {
+            let c = cur.as_mut()?;
+            if c.next == 0 && c.run.len() == 1 {
+                return cur.take().map(|c| c.run.into_only());
+            }
+            c.next_message()
+        })
     }
 }
 
@@ -142,22 +150,12 @@ impl MsgRun {
     /// The messages' bytes once stripped (what a receiver gets, and what a receive queue
     /// counts).
     pub fn message_bytes(&self) -> usize {
-        self.lens().iter().map(|&l| self.size(l)).sum()
+        self.sizes(self.lens()).1
     }
 
     /// The messages, in order.
     pub fn into_messages(self) -> impl Iterator<Item = Bytes> {
-        self.into_messages_from(0, 0)
-    }
-
-    /// The messages from the `next`-th on, which starts `off` bytes into the buffer.
-    fn into_messages_from(self, next: usize, mut off: usize) -> impl Iterator<Item = Bytes> {
-        (next..self.len()).map(move |i| {
-            let len = self.lens()[i];
-            let m = self.message(off, len);
-            off += len;
-            m
-        })
+        Cursor::new(self).into_rest()
     }
 
     /// The messages, in order, borrowed: no reference count and no allocation per message.
@@ -248,7 +246,7 @@ impl MsgRun {
         if let [len] = lens {
             return MsgRun::one(self.message(off, *len));
         }
-        let end = off + lens.iter().sum::<usize>();
+        let end = off + self.sizes(lens).0;
         MsgRun {
             data: self.data.slice(off..end),
             lens: Lens::Many(lens.to_vec()),

@@ -156,9 +156,11 @@ impl MuxCore {
     pub fn recv(&mut self, ep: EndpointId, max: usize, peek: bool) -> Option<RecvRead> {
         let kind = self.kind;
         let e = self.ep_mut(ep)?;
-        if kind == Kind::Datagram && !peek {
-            // The common case, taken in one look at the queue: the whole message, cut to
-            // `max` only when it does not fit (§2.3).
+        // Taken whole (a datagram endpoint cuts it to `max` and drops the rest, §2.3) in one
+        // look at the queue; only a seqpacket endpoint, which keeps what does not fit, and a
+        // peek look at the size first.
+        let whole = !peek && (kind == Kind::Datagram || e.rx.front_len()?.0 <= max);
+        let read = if whole {
             let RxMsg { mut data, conn } = e.rx.pop()?;
             let full_len = data.len();
             e.rx_mem -= full_len;
@@ -166,45 +168,24 @@ impl MuxCore {
             if trunc {
                 data.truncate(max);
             }
-            e.stats.rx_bytes += data.len() as u64;
-            e.stats.rx_msgs += 1;
-            if e.rx_mem < e.rcvlowat {
-                self.rcv_ready(ep.0);
-            }
-            return Some(RecvRead {
+            RecvRead {
                 data,
                 conn,
                 eor: true,
                 trunc,
                 full_len,
-            });
-        }
-        let (full_len, conn) = e.rx.front_len()?;
-        let n = full_len.min(max);
-        if peek {
-            return Some(RecvRead {
-                data: e.rx.front_mut()?.data.slice(..n),
-                conn,
-                eor: false,
-                trunc: false,
-                full_len,
-            });
-        }
-        let read = if n == full_len {
-            // The whole message.
-            let data = e.rx.pop()?.data;
-            e.rx_mem -= full_len;
-            RecvRead {
-                data,
-                conn,
-                eor: true,
-                trunc: false,
-                full_len,
             }
         } else {
-            // A seqpacket endpoint keeps the rest for the next call.
-            let data = e.rx.front_mut()?.data.split_to(n);
-            e.rx_mem -= n;
+            let (full_len, conn) = e.rx.front_len()?;
+            let n = full_len.min(max);
+            let front = &mut e.rx.front_mut()?.data;
+            let data = if peek {
+                front.slice(..n)
+            } else {
+                // A seqpacket endpoint keeps the rest for the next call.
+                e.rx_mem -= n;
+                front.split_to(n)
+            };
             RecvRead {
                 data,
                 conn,
@@ -213,7 +194,10 @@ impl MuxCore {
                 full_len,
             }
         };
-        e.stats.rx_bytes += n as u64;
+        if peek {
+            return Some(read);
+        }
+        e.stats.rx_bytes += read.data.len() as u64;
         if read.eor {
             e.stats.rx_msgs += 1;
         }
@@ -375,8 +359,8 @@ impl MuxCore {
         self.stats.rx_bytes += size;
     }
 
-    /// Queues messages of connection `conn` from `at` (a pass, or a message it parked) on
-    /// endpoint `ei` while it has room, with one endpoint lookup for the run: the admission
+    /// Queues the messages of connection `conn` at `cur` (a run of a pass, or what is left of
+    /// one) on endpoint `ei` while it has room, with one endpoint lookup for the run: the admission
     /// rule is checked before each message (§5.1), `Readable` comes only for the first message
     /// into an empty queue, and the mux counts each message, this being the first time it
     /// reaches an endpoint (a later requeue moves it without counting it again). What it takes

@@ -88,13 +88,12 @@ impl MuxCore {
             let mut budget = Budget {
                 mem: e.rx_mem,
                 lowat: e.rcvlowat,
-                bytes: 0,
                 low: false,
             };
             let n = e.rx.take_runs(max_msgs - taken, &mut budget, &mut f);
-            e.rx_mem = budget.mem;
             e.stats.rx_msgs += n as u64;
-            e.stats.rx_bytes += budget.bytes;
+            e.stats.rx_bytes += (e.rx_mem - budget.mem) as u64;
+            e.rx_mem = budget.mem;
             taken += n;
             if !budget.low {
                 break;

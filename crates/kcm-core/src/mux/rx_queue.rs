@@ -13,12 +13,11 @@ use super::{ConnectionId, RxMsg};
 use crate::run::{Cursor, MsgRun};
 
 /// What a batch receive counts what it takes against ([`RxQueue::take_runs`]): the
-/// endpoint's queued bytes, its low-water mark (§5.1), and what was taken.
+/// endpoint's queued bytes and its low-water mark (§5.1).
 #[derive(Debug)]
 pub(crate) struct Budget {
     pub(crate) mem: usize,
     pub(crate) lowat: usize,
-    pub(crate) bytes: u64,
     /// The memory went below the mark: the call takes no more.
     pub(crate) low: bool,
 }
@@ -26,7 +25,6 @@ pub(crate) struct Budget {
 impl Budget {
     fn take(&mut self, size: usize) {
         self.mem -= size;
-        self.bytes += size as u64;
         self.low = self.mem < self.lowat;
     }
 }
@@ -143,17 +141,20 @@ impl RxQueue {
                     let (run, lens, first) = (&cur.run, cur.run.lens(), cur.next);
                     let end = lens.len().min(first.saturating_add(max - n));
                     let (mut i, mut at) = (first, cur.off);
-                    // Whole when the mark cannot be crossed before its last message (always,
-                    // with the default mark of 1, unless the run empties the queue); else
-                    // message by message, to stop where it is crossed.
-                    let (raw, size) = run.sizes(&lens[first..end]);
+                    // Whole when the mark is not crossed before the last message (the memory
+                    // only falls, and the call ends after the message that crosses it: with
+                    // the default mark of 1 always, even when the run empties the queue); else
+                    // message by message, to stop where it is crossed. (`end > first`: the
+                    // entry is not done and `n < max`.)
+                    let (raw, size) = run.sizes(&lens[first..end - 1]);
                     if budget
                         .mem
                         .checked_sub(size)
                         .is_some_and(|m| m >= budget.lowat)
                     {
-                        budget.take(size);
-                        (i, at) = (end, at + raw);
+                        let last = lens[end - 1];
+                        budget.take(size + run.size(last));
+                        (i, at) = (end, at + raw + last);
                     } else {
                         while i < end && !budget.low {
                             budget.take(run.size(lens[i]));
