@@ -119,14 +119,15 @@ pub use proc::{proc_net_kcm, proc_net_kcm_stats};
 
 /// Whether timeouts below a millisecond ([`MuxOptions::busy_read_defer`],
 /// [`Endpoint::set_read_timeout`]) are kept on this machine: the kernel has `epoll_pwait2`
-/// (Linux 5.11 and later) and no seccomp policy refuses it. Where not, they act as 1 ms.
+/// (Linux 5.11 and later) and no seccomp policy refuses it. Where not, they are rounded up to
+/// whole milliseconds, as `epoll_wait` takes them.
 ///
 /// ```
 /// let precise = kcm::sub_millisecond_timeouts();
 /// assert_eq!(precise, kcm::sub_millisecond_timeouts(), "asked once, then remembered");
 /// ```
 pub fn sub_millisecond_timeouts() -> bool {
-    sys::sub_millisecond_waits()
+    sys::pwait2::available()
 }
 
 /// The parsers that ship with kcm, re-exported from `kcm-core`.

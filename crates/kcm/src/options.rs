@@ -30,11 +30,11 @@ pub struct MuxOptions {
     /// 100 µs), with no hand-off; the engine's read is the backstop for threads that stay away
     /// longer. Shorter: such threads delay new messages less; longer: fewer engine wake-ups.
     /// Default 1 ms. Values below a millisecond are kept exactly where the kernel has
-    /// `epoll_pwait2` (Linux 5.11 and later) and act as 1 ms elsewhere
+    /// `epoll_pwait2` (Linux 5.11 and later) and rounded up to whole milliseconds elsewhere
     /// ([`sub_millisecond_timeouts`](crate::sub_millisecond_timeouts) tells which). Measured
-    /// (`docs/bench.md`): 200 µs cuts the p99 latency of request-reply and pipelined loads by
-    /// about 40 % at the same throughput, and costs a load of uneven CPU-heavy requests (the
-    /// bench's W2) a few per cent of its QPS.
+    /// (`docs/bench.md`): 200 µs cuts the p99 latency of a request-reply load (the bench's W1)
+    /// by about 40 % and of a pipelined one (W3) by about 12 %, at the same throughput, and
+    /// costs a load of uneven CPU-heavy requests (W2) a few per cent of its QPS.
     pub busy_read_defer: Duration,
 }
 

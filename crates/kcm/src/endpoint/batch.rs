@@ -27,7 +27,8 @@ pub struct RecvBatch {
 /// One message of a [`RecvBatch`], borrowed from it.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchMessage<'a> {
-    /// The whole message, framing header included, as [`Message::data`] would hold it.
+    /// The whole message, as [`Message::data`] would hold it (with its framing header, unless
+    /// the parser strips a prefix).
     pub data: &'a [u8],
     /// The connection it arrived on.
     pub conn: ConnectionId,

@@ -10,9 +10,8 @@
 //! (`kcm-spec.md` §13 question 5).
 
 mod pollfd;
-mod pwait2;
+pub(crate) mod pwait2;
 pub(crate) use pollfd::PollFd;
-pub(crate) use pwait2::available as sub_millisecond_waits;
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
