@@ -26,7 +26,10 @@ pub struct Run {
     pub lg_cpu_share: f64,
     /// The server's CPU time per request (one-way: per message delivered), µs: the process's
     /// CPU time over the measured window minus the load generator's. Less moved by the shared
-    /// host's speed than the rates, as long as the machine is not idle.
+    /// host's speed than the rates, as long as the machine is not idle. It is the server
+    /// threads' own time: on loopback the kernel's receive work for a segment runs in the
+    /// thread that sent it, so the server's receiving is charged to the load generator and
+    /// the load generator's to the server (the same for every system).
     pub server_cpu_us: f64,
 }
 

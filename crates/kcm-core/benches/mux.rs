@@ -122,8 +122,15 @@ fn main() {
         drain(mux);
         n
     };
+    let taken = |mux: &MuxCore| [ep0, ep1].map(|ep| mux.endpoint_stats(ep).map(|s| s.rx_msgs));
     for (name, by_runs) in [("rx_run_recv_many", false), ("rx_run_recv_runs", true)] {
+        // Again one pass for each endpoint, nothing parked.
+        let before = taken(&mux);
         assert_eq!(run_iter(&mut mux, by_runs), 2 * PASS, "{name}");
+        let after = taken(&mux);
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(a.zip(*b).map(|(a, b)| a - b), Some(PASS as u64), "{name}");
+        }
         g.bench_function(name, |b| b.iter(|| run_iter(&mut mux, by_runs)));
     }
 

@@ -356,11 +356,6 @@ impl ScanCfg {
         (total >= self.header() && body as i128 <= hi).then_some((body as i128, total))
     }
 
-    /// Any value the field can hold, from an arbitrary seed.
-    fn value_from_seed(&self, seed: u64) -> i128 {
-        self.lf.value_in_range(seed as i64)
-    }
-
     /// The header for `value`: `fill` bytes around the field.
     fn header_bytes(&self, value: i128, fill: u8) -> Vec<u8> {
         let mut h = vec![fill; self.lf.offset];
@@ -430,7 +425,7 @@ fn stream(c: &ScanCfg, pieces: &[Piece], max: usize) -> Vec<u8> {
                 _ => buf.resize(buf.len() + c.header() + body, *fill),
             },
             Piece::Value { seed, body } => {
-                buf.extend(c.header_bytes(c.value_from_seed(*seed), 0x5a));
+                buf.extend(c.header_bytes(c.lf.value_in_range(*seed as i64), 0x5a));
                 buf.resize(buf.len() + body, 0xa5);
             }
             Piece::Edge { edge, delta } => {

@@ -155,11 +155,13 @@ fn peek_copies_without_consuming_or_counting() {
     assert_eq!(ep.stats().rx_msgs, 1);
 }
 
-/// Bodies of different sizes for the batch receive tests, and their frames.
-fn batch_bodies() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// A datagram endpoint with seven messages of different sizes queued for the batch receive
+/// tests: `(endpoint, client, the messages' frames)`.
+fn queued_batch() -> (Endpoint, std::net::TcpStream, Vec<Vec<u8>>) {
     let bodies: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; usize::from(i) * 3]).collect();
-    let frames = bodies.iter().map(|b| frame(b)).collect();
-    (bodies, frames)
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    let (ep, client) = with_messages(Kind::Datagram, &refs);
+    (ep, client, bodies.iter().map(|b| frame(b)).collect())
 }
 
 /// §2.3: `recvmmsg` with MSG_WAITFORONE, for a batch receive `take` (one call, returning the
@@ -170,9 +172,7 @@ fn batch_bodies() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 fn check_waits_only_for_the_first(
     take: impl Fn(&Endpoint, usize) -> io::Result<Vec<Vec<u8>>> + Sync,
 ) {
-    let (bodies, frames) = batch_bodies();
-    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-    let (ep, mut client) = with_messages(Kind::Datagram, &refs);
+    let (ep, mut client, frames) = queued_batch();
     // Long enough that a call waiting for more than its first message would show.
     ep.set_read_timeout(Some(TIMEOUT));
     let mut got = take(&ep, 3).expect("the first three");
@@ -224,9 +224,7 @@ fn recv_runs_takes_what_recv_batch_would() {
         Ok(batch.drain().map(|m| m.data.to_vec()).collect())
     });
 
-    let (bodies, frames) = batch_bodies();
-    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-    let (ep, _client) = with_messages(Kind::Datagram, &refs);
+    let (ep, _client, frames) = queued_batch();
     let mut batch = kcm::RecvBatch::new();
     assert_eq!(ep.recv_runs(&mut batch, 3).unwrap(), 3);
     assert_eq!(batch.len(), 3);
@@ -236,15 +234,16 @@ fn recv_runs_takes_what_recv_batch_would() {
     assert_eq!(got, frames);
     let conn = batch.iter().next().unwrap().conn;
     assert!(batch.iter().all(|m| m.conn == conn));
-    batch.clear();
-    assert!(batch.is_empty() && batch.iter().next().is_none());
-    assert_eq!((&kept.data[..], kept.conn), (&frames[1][..], conn));
+    // A call that fails adds nothing and takes nothing away.
     ep.set_read_timeout(Some(Duration::from_millis(50)));
     assert_eq!(
         ep.recv_runs(&mut batch, 4).unwrap_err().kind(),
         ErrorKind::WouldBlock
     );
-    assert!(batch.is_empty());
+    assert_eq!(batch.len(), frames.len());
+    batch.clear();
+    assert!(batch.is_empty() && batch.iter().next().is_none());
+    assert_eq!((&kept.data[..], kept.conn), (&frames[1][..], conn));
 }
 
 /// Many connections' pipelined passes taken as runs: every message arrives once, and in

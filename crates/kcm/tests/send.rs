@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{
-    assert_silent, endpoint, frame, read_frame, shrink_recv_buffer, shrink_send_buffer, tcp_pair,
-    thrift, wait_for, TIMEOUT,
+    assert_silent, attach_pair, endpoint, frame, read_frame, shrink_recv_buffer,
+    shrink_send_buffer, tcp_pair, thrift, wait_for, TIMEOUT,
 };
 use kcm::{ConnectionId, Endpoint, Kind, SendFlags};
 
@@ -91,12 +91,6 @@ fn check_tagged(msg: &[u8]) -> (u8, u32) {
         msg.len()
     );
     (sender, seq)
-}
-
-fn attach_pair(ep: &Endpoint) -> (TcpStream, ConnectionId) {
-    let (peer, server) = tcp_pair();
-    let conn = ep.attach(&server, thrift()).expect("attach");
-    (peer, conn)
 }
 
 #[test]

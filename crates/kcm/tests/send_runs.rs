@@ -11,18 +11,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{
-    assert_errno, assert_silent, endpoint, frame, read_frame, shrink_recv_buffer,
-    shrink_send_buffer, tcp_pair, thrift, wait_for,
+    assert_errno, assert_silent, attach_narrow, attach_pair, endpoint, frame, read_frame, wait_for,
 };
 use kcm::{ConnectionId, Endpoint, Kind, SendBatch};
 
 const ENOTCONN: i32 = rustix::io::Errno::NOTCONN.raw_os_error();
-
-fn attach_pair(ep: &Endpoint) -> (TcpStream, ConnectionId) {
-    let (peer, server) = tcp_pair();
-    let conn = ep.attach(&server, thrift()).expect("attach");
-    (peer, conn)
-}
 
 /// Message `seq` for peer `p`: framed, `len` body bytes that say whose and which it is.
 fn msg(p: usize, seq: usize, len: usize) -> Vec<u8> {
@@ -135,14 +128,16 @@ fn a_blocking_send_waits_for_room_and_sends_the_refused_message_once() {
     // The first two fill the buffer, the third is refused.
     assert_eq!(ep.send_runs(&mut batch).expect("two fit"), 2);
     let (mut peer, sent) = std::thread::scope(|s| {
-        let attach = s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(100));
-            attach_pair(&ep)
-        });
         // Nothing drains the buffer until the attach: the call waits for room for its
         // first message (sent on its own), then goes on with the rest.
-        let sent = send_all(&ep, &mut batch);
-        (attach.join().expect("attach").0, sent)
+        let sender = s.spawn(|| send_all(&ep, &mut batch));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !sender.is_finished(),
+            "the send waits while nothing drains the buffer"
+        );
+        let (peer, _) = attach_pair(&ep);
+        (peer, sender.join().expect("sender"))
     });
     assert_eq!(sent, 3);
     for m in &msgs {
@@ -185,13 +180,7 @@ fn a_message_for_a_gone_connection_stops_the_batch_and_stays_at_its_front() {
 fn replies_in_a_batch_to_a_peer_that_stops_reading_do_not_hold_up_the_others() {
     let ep = endpoint(Kind::Datagram);
     ep.set_send_buffer_size(4 << 20).expect("sndbuf");
-    let (mut slow, slow_conn) = {
-        let (peer, server) = tcp_pair();
-        shrink_recv_buffer(&peer, 64 * 1024);
-        shrink_send_buffer(&server, 4096);
-        let conn = ep.attach(&server, thrift()).expect("attach");
-        (peer, conn)
-    };
+    let (mut slow, slow_conn) = attach_narrow(&ep);
     let (mut fast, fast_conn) = attach_pair(&ep);
     // A megabyte of small replies to the slow peer, 100 to a batch: far more than its
     // kernel buffers hold.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{
-    assert_errno, assert_silent, endpoint, errno, frame, read_frame, set_linger_zero,
-    shrink_recv_buffer, shrink_send_buffer, tcp_pair, thrift, wait_for, wait_for_event, TIMEOUT,
+    assert_errno, assert_silent, attach_narrow, attach_pair, endpoint, errno, frame, read_frame,
+    set_linger_zero, wait_for, wait_for_event, TIMEOUT,
 };
 use kcm::{ConnectionEventKind, ConnectionId, Endpoint, Kind};
 
@@ -31,23 +31,6 @@ fn msg(tag: u8, seq: u8, len: usize) -> Vec<u8> {
 
 fn b(v: &[u8]) -> Bytes {
     Bytes::copy_from_slice(v)
-}
-
-fn attach_pair(ep: &Endpoint) -> (TcpStream, ConnectionId) {
-    let (peer, server) = tcp_pair();
-    let conn = ep.attach(&server, thrift()).expect("attach");
-    (peer, conn)
-}
-
-/// Attaches a connection with small kernel buffers (well under a megabyte in all), so writes
-/// towards a peer that does not read soon find the socket full. (Not smaller: a receive
-/// buffer far below loopback's 64 KiB segment size makes TCP crawl on zero-window probes.)
-fn attach_narrow(ep: &Endpoint) -> (TcpStream, ConnectionId) {
-    let (peer, server) = tcp_pair();
-    shrink_recv_buffer(&peer, 64 * 1024);
-    shrink_send_buffer(&server, 4096);
-    let conn = ep.attach(&server, thrift()).expect("attach");
-    (peer, conn)
 }
 
 /// Reads whatever arrives until the stream stays quiet, and returns how many bytes that was.
@@ -467,8 +450,9 @@ fn a_peer_that_stops_reading_does_not_hold_up_replies_to_the_others() {
     assert_silent(&mut slow, Duration::from_millis(20));
     // The last backlog write may still be being reported (by the engine) when `late` joins
     // or follows it: wait for the count rather than assume it is done.
+    // (At least: a count that went past 65 fails below, not as a timeout.)
     wait_for("every message to the slow peer counted", || {
-        tx_of(&ep, slow_conn).tx.tx_msgs == 65
+        tx_of(&ep, slow_conn).tx.tx_msgs >= 65
     });
     wait_for("the slow peer's backlog to go", || {
         ep.connection_backlog(slow_conn).is_none()

@@ -115,8 +115,8 @@ mod tests {
 
     /// A timeout below a millisecond lasts at least that long, and (the point of the call)
     /// usually well under the millisecond `epoll_wait` would round it up to: the median of
-    /// 21 waits of 100 µs stays below 900 µs (a margin of 800 µs for scheduling delays on a
-    /// busy machine; without `epoll_pwait2` every wait lasts at least 1 ms).
+    /// 21 waits of 100 µs stays below 900 µs (rounded up, every one would last at least 1 ms;
+    /// 20 runs next to 8 busy loops on 2 CPUs stayed under it).
     #[test]
     fn sub_millisecond_timeouts_are_kept() {
         let Some(ep) = epoll_or_skip() else { return };

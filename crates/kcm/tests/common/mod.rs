@@ -126,6 +126,25 @@ pub fn attached() -> (Endpoint, TcpStream, TcpStream, ConnectionId) {
     (ep, client, server, conn)
 }
 
+/// Attaches the server end of a new loopback pair to `ep` with the Thrift parser: `(peer,
+/// connection)`.
+pub fn attach_pair(ep: &Endpoint) -> (TcpStream, ConnectionId) {
+    let (peer, server) = tcp_pair();
+    let conn = ep.attach(&server, thrift()).expect("attach");
+    (peer, conn)
+}
+
+/// [`attach_pair`] with small kernel buffers (well under a megabyte in all), so that writes
+/// to a peer that does not read soon find its socket full. (Not smaller: a receive buffer far
+/// below loopback's 64 KiB segment size makes TCP crawl on zero-window probes.)
+pub fn attach_narrow(ep: &Endpoint) -> (TcpStream, ConnectionId) {
+    let (peer, server) = tcp_pair();
+    shrink_recv_buffer(&peer, 64 * 1024);
+    shrink_send_buffer(&server, 4096);
+    let conn = ep.attach(&server, thrift()).expect("attach");
+    (peer, conn)
+}
+
 /// The errno of an I/O error (-1 if it has none).
 pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)

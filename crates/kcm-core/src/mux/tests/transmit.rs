@@ -460,6 +460,9 @@ fn a_recycled_transmit_lends_its_list_to_the_next_and_few_are_kept() {
     let list = tx.bufs.as_ptr();
     mux.handle_transmit(e[0], tx.conn, TxResult::Written(tx.len));
     mux.recycle(tx);
+    // (Kept: the pointer check alone would pass with a new list the allocator put in the
+    // freed one's place.)
+    assert_eq!(mux.spare_bufs.len(), 1, "the list is kept");
     send(&mut mux, e[0], b"two");
     let tx = mux.poll_transmit(e[0]).expect("a transmit");
     assert_eq!(tx.bufs.as_ptr(), list, "the same list, no allocation");
@@ -474,6 +477,7 @@ fn a_recycled_transmit_lends_its_list_to_the_next_and_few_are_kept() {
         });
     }
     assert!(mux.spare_bufs.len() <= 4, "{} kept", mux.spare_bufs.len());
+    assert_eq!(mux.spare_bufs.len(), 4, "up to the limit");
     // Long lists are let go.
     mux.spare_bufs.clear();
     mux.recycle(Transmit {
