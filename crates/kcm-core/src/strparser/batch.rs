@@ -13,14 +13,6 @@ use crate::run::{cut, MsgRun};
 /// messages just takes several scans.
 pub(super) const RUN: usize = 64;
 
-/// What one scan found at the head of the buffer: `n` complete messages of the lengths in
-/// `lens`, and the parser's answer that ended the scan, if one did.
-struct Run {
-    lens: [usize; RUN],
-    n: usize,
-    stop: Option<Parse>,
-}
-
 impl StrParser {
     /// Appends every complete message available now to `out`, each without its first
     /// `Parser::strip_prefix` bytes, and returns how many it appended: the same messages, in
@@ -106,15 +98,18 @@ impl StrParser {
     /// The walk of `next_messages` and `next_runs`, appending to either.
     fn drain_into(&mut self, out: &mut impl Sink) -> Result<usize, StrError> {
         let mut count = 0;
+        // The scans' record of message lengths, filled in place (returned by value with its
+        // count, it was copied once per read pass: 512 bytes).
+        let mut lens = [0; RUN];
         loop {
             // Fast path: whole messages at the head of the buffer, found without splitting it.
             let mut answered = None;
             while self.at_boundary() {
-                let run = self.scan();
-                self.take_run(&run, out);
-                count += run.n;
-                if run.n < RUN {
-                    answered = run.stop;
+                let (n, stop) = self.scan(&mut lens);
+                self.take_run(&lens[..n], out);
+                count += n;
+                if n < RUN {
+                    answered = stop;
                     break;
                 }
             }
@@ -144,28 +139,25 @@ impl StrParser {
     /// other effect than counting it: a first answer that is a length of at least 1 (a first
     /// look has no earlier "need more" to reach past), within `max_msg_size`, all of it here.
     /// Any other answer ends the scan and is left to the general path, which counts it.
-    fn scan(&self) -> Run {
+    /// Returns how many complete messages it found (their lengths are the first entries of
+    /// `lens`) and the parser's answer that ended the scan, if one did.
+    fn scan(&self, lens: &mut [usize; RUN]) -> (usize, Option<Parse>) {
         // As `next_message`: no call on an empty view; below the parser's minimum the general
         // path answers "need more" (and counts it). One virtual call for the whole walk.
-        let mut lens = [0; RUN];
-        let (n, stop) = self
-            .parser
-            .scan(&self.buf, self.cfg.max_msg_size, &mut lens);
-        Run { lens, n, stop }
+        self.parser.scan(&self.buf, self.cfg.max_msg_size, lens)
     }
 
     /// Delivers the messages of a scan: one split of the buffer, handed to `out` whole.
     /// Ending the last message is all that ending each in turn would leave behind (the next
     /// message's start and its timer, armed at the latest receive if its bytes are here).
-    fn take_run(&mut self, run: &Run, out: &mut impl Sink) {
-        if run.n == 0 {
+    fn take_run(&mut self, lens: &[usize], out: &mut impl Sink) {
+        if lens.is_empty() {
             return;
         }
-        let lens = &run.lens[..run.n];
         let end: usize = lens.iter().sum();
         let chunk = self.buf.split_to(end).freeze();
         self.start += end as u64;
-        self.stats.msgs += run.n as u64;
+        self.stats.msgs += lens.len() as u64;
         out.run(chunk, lens, self.strip_prefix);
         self.end_message();
     }

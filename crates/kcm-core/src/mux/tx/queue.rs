@@ -61,10 +61,21 @@ impl Run {
     /// A run of the messages in `msgs`, copied back to back (the caller keeps it within
     /// [`RUN_MAX`]), with room for more like the first, or for `hint` bytes (what the
     /// previous run came to hold).
-    fn new(msgs: &[&[u8]], hint: usize) -> Run {
+    /// Takes its buffer from `spare` when the last one there is big enough (see
+    /// [`SpareRuns`]).
+    fn new(msgs: &[&[u8]], hint: usize, spare: &mut SpareRuns) -> Run {
         let first = msgs.first().map_or(1, |m| m.len().max(1));
         let room = (first * RUN_ROOM).max(hint).clamp(first, RUN_MAX);
-        let mut buf = BytesMut::with_capacity(room);
+        let mut buf = match spare.take(room) {
+            Some(b) => b,
+            None => {
+                let mut b = BytesMut::with_capacity(room);
+                // Shared from the start: the transmit's view of the run then costs a count,
+                // not an allocation, and the buffer comes back whole once it is written.
+                drop(b.split_to(0));
+                b
+            }
+        };
         let mut ends = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             if i > 0 {
@@ -87,6 +98,46 @@ impl Run {
             ends.reserve(buf.capacity() / buf.len().max(1));
         }
         ends.push(buf.len() as u32);
+    }
+}
+
+/// Buffers of written runs, emptied, for the next runs of an endpoint: a request-reply load
+/// writes a run or a few per pass, and each cost an allocation and a free of its buffer and
+/// another of the count that shares it with the transmit (buffers are made shared from the
+/// start, so both come back). At most [`SPARE_RUNS`] buffers and [`RUN_MAX`] bytes in all.
+#[derive(Debug, Default)]
+pub(crate) struct SpareRuns {
+    bufs: Vec<BytesMut>,
+    bytes: usize,
+}
+
+/// Most buffers [`SpareRuns`] keeps: as many runs as one pass of replies to different
+/// connections commonly makes.
+const SPARE_RUNS: usize = 8;
+
+impl SpareRuns {
+    /// The last buffer kept, if it has room for `room` bytes.
+    fn take(&mut self, room: usize) -> Option<BytesMut> {
+        if self.bufs.last()?.capacity() < room {
+            return None;
+        }
+        let b = self.bufs.pop()?;
+        self.bytes -= b.capacity();
+        Some(b)
+    }
+
+    /// Keeps `b`'s buffer, emptied, if nothing else holds a view of it and it fits.
+    fn keep(&mut self, b: Bytes) {
+        if self.bufs.len() == SPARE_RUNS || self.bytes + b.len() > RUN_MAX {
+            return;
+        }
+        if let Ok(mut b) = b.try_into_mut() {
+            b.clear();
+            if self.bytes + b.capacity() <= RUN_MAX {
+                self.bytes += b.capacity();
+                self.bufs.push(b);
+            }
+        }
     }
 }
 
@@ -168,7 +219,13 @@ impl TxMsg {
     /// messages, a run of sends one by one grew by doubling, six reallocations per 64. Always
     /// inlined: it is most of the cost of queuing a small reply, and a call costs a third more.
     #[inline(always)]
-    fn try_append(&mut self, data: &[u8], target: Option<ConnectionId>, hint: usize) -> bool {
+    fn try_append(
+        &mut self,
+        data: &[u8],
+        target: Option<ConnectionId>,
+        hint: usize,
+        spare: &mut SpareRuns,
+    ) -> bool {
         if self.target != target || self.len + data.len() > RUN_MAX {
             return false;
         }
@@ -183,7 +240,7 @@ impl TxMsg {
                 buf.extend_from_slice(data);
             }
             Parts::One(first) if len <= COALESCE_MAX => {
-                self.parts = Parts::Run(Run::new(&[first, data], hint));
+                self.parts = Parts::Run(Run::new(&[first, data], hint, spare));
             }
             _ => return false,
         }
@@ -282,10 +339,12 @@ impl Entries for EpTx {
 
     fn pop_head(&mut self) -> usize {
         let Some(m) = self.take_head() else { return 0 };
-        if let Parts::Run(_) = m.parts {
+        let msgs = m.msgs();
+        if let Parts::Run(r) = m.parts {
             self.last_run = m.len;
+            self.keep_run_buffer(r);
         }
-        m.msgs()
+        msgs
     }
 
     fn trim_head(&mut self) -> usize {
@@ -307,6 +366,8 @@ pub(crate) struct EpTx {
     pub(crate) queued_msgs: usize,
     /// Bytes of the last run taken off the queue (sizes the next one, see [`RUN_ROOM`]).
     last_run: usize,
+    /// Buffers of written runs, for the next runs.
+    spare_run: SpareRuns,
     pub(crate) sndbuf: usize,
     pub(crate) open: Option<(Vec<Bytes>, Option<ConnectionId>)>,
     pub(crate) wait_more: bool,
@@ -330,6 +391,7 @@ impl EpTx {
             queued_bytes: 0,
             queued_msgs: 0,
             last_run: 0,
+            spare_run: SpareRuns::default(),
             sndbuf: DEFAULT_BUF,
             open: None,
             wait_more: false,
@@ -347,7 +409,7 @@ impl EpTx {
         let hint = self.last_run;
         let joined = match (&parts, self.queue.back_mut()) {
             (Parts::One(data), Some(tail)) if len <= COALESCE_MAX => {
-                tail.try_append(data, target, hint)
+                tail.try_append(data, target, hint, &mut self.spare_run)
             }
             _ => false,
         };
@@ -365,7 +427,7 @@ impl EpTx {
         let joined = self
             .queue
             .back_mut()
-            .is_some_and(|tail| tail.try_append(data, target, hint));
+            .is_some_and(|tail| tail.try_append(data, target, hint, &mut self.spare_run));
         if !joined {
             // The run before (to another destination, full, or already written) says how big
             // runs get.
@@ -379,7 +441,8 @@ impl EpTx {
                 Some(_) => 0,
                 None => self.last_run,
             };
-            self.push(Parts::Run(Run::new(&[data], hint)), data.len(), target);
+            let run = Run::new(&[data], hint, &mut self.spare_run);
+            self.push(Parts::Run(run), data.len(), target);
         }
         self.count(data.len());
     }
@@ -506,6 +569,14 @@ impl EpTx {
         self.count_appended(1, len);
     }
 
+    /// Keeps the buffer of a written run for a later run if nothing else holds it (the
+    /// runtime has let the transmit's view go) and there is room among the spares.
+    fn keep_run_buffer(&mut self, r: Run) {
+        if let RunData::Frozen(b) = r.data {
+            self.spare_run.keep(b);
+        }
+    }
+
     /// Takes the head entry off the queue whole, to move it elsewhere (a backlog).
     pub(super) fn take_head(&mut self) -> Option<TxMsg> {
         let m = self.queue.pop_front()?;
@@ -552,6 +623,37 @@ mod tests {
 
     fn one(b: &'static [u8]) -> Parts {
         Parts::One(Bytes::from_static(b))
+    }
+
+    /// Unique buffers of `cap` bytes, as written runs leave them.
+    fn written(n: usize, cap: usize) -> impl Iterator<Item = Bytes> {
+        (0..n).map(move |_| {
+            let mut b = BytesMut::with_capacity(cap);
+            b.extend_from_slice(b"x");
+            b.freeze()
+        })
+    }
+
+    #[test]
+    fn spare_run_buffers_stay_within_their_bounds() {
+        let mut spare = SpareRuns::default();
+        written(10, RUN_MAX / 4).for_each(|b| spare.keep(b));
+        assert_eq!(spare.bufs.len(), 4, "RUN_MAX bytes in all");
+        assert!(spare.bytes <= RUN_MAX);
+        let mut spare = SpareRuns::default();
+        written(10, 100).for_each(|b| spare.keep(b));
+        assert_eq!(spare.bufs.len(), SPARE_RUNS);
+        // Kept empty, and taken only when big enough.
+        assert!(spare.bufs.iter().all(BytesMut::is_empty));
+        assert!(spare.take(RUN_MAX).is_none());
+        assert!(spare.take(100).is_some_and(|b| b.capacity() >= 100));
+        assert_eq!(spare.bufs.len(), SPARE_RUNS - 1);
+        // A buffer someone else still holds is not kept.
+        let b = written(1, 100).next().unwrap();
+        let view = b.clone();
+        spare.keep(b);
+        assert_eq!(spare.bufs.len(), SPARE_RUNS - 1);
+        assert_eq!(&view[..], b"x");
     }
 
     #[test]
