@@ -356,6 +356,69 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// [`fast_walk_takes_well_formed_runs_itself`] with the values drawn at random: for
+        /// any load and any value the field holds (`anchor`, with the adjustment chosen so
+        /// that `anchor + k` describes `header + k` bytes), a run of well-formed messages is
+        /// taken whole by the fast walk, with no hand-over. The property test in
+        /// `tests/parsers_prop.rs` compares the result only, and a misread field mostly falls
+        /// outside the taken values and is handed over and answered right: it passed with
+        /// little-endian 16-bit fields read as big-endian.
+        #[test]
+        fn fast_walk_reads_any_value_it_takes(
+            width in 1usize..=8,
+            little in proptest::prelude::any::<bool>(),
+            signed in proptest::prelude::any::<bool>(),
+            offset in 0usize..6,
+            seed in proptest::prelude::any::<u64>(),
+            steps in proptest::collection::vec(0u64..6, 1..10),
+        ) {
+            let bits = 8 * width as u32;
+            let ones = u64::MAX >> (64 - bits);
+            let shift = 64 - bits;
+            let raw = seed & ones;
+            let (anchor, top) = if signed {
+                (i128::from(((raw << shift) as i64) >> shift), i128::from(ones >> 1))
+            } else {
+                (i128::from(raw), i128::from(ones))
+            };
+            // The adjustment cannot say -anchor: such anchors are the unit test's edge cases.
+            let Ok(adjust) = i64::try_from(-anchor) else {
+                return Ok(());
+            };
+            let order = if little { ByteOrder::Little } else { ByteOrder::Big };
+            let lf = LengthField::builder()
+                .offset(offset)
+                .width(width)
+                .order(order)
+                .signed(signed)
+                .adjust(adjust)
+                .build()
+                .unwrap();
+            let header = offset + width;
+            let (mut buf, mut want) = (Vec::new(), Vec::new());
+            for k in steps.into_iter().map(i128::from).filter(|&k| anchor + k <= top) {
+                let mut field = (((anchor + k) as u64) & ones).to_le_bytes();
+                let field = &mut field[..width];
+                if !little {
+                    field.reverse();
+                }
+                buf.extend(vec![0xcc; offset]);
+                buf.extend_from_slice(field);
+                buf.extend(vec![0xdd; k as usize]);
+                want.push(header + k as usize);
+            }
+            let before = HAND_OVERS.with(|h| h.get());
+            proptest::prop_assert_eq!(both(&lf, &buf, usize::MAX, 16), (want, None));
+            proptest::prop_assert_eq!(HAND_OVERS.with(|h| h.get()), before, "{:?}", lf);
+        }
+    }
+
     #[test]
     fn extreme_bases_still_agree() {
         let values = [
