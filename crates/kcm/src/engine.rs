@@ -6,7 +6,7 @@
 //! connection's new bytes wake a thread blocked in an endpoint's `recv` whenever there is one,
 //! and reach the engine only when every endpoint thread is busy. Then, if some endpoint thread
 //! took messages and will be back for more, the bytes are left to it (they are on its epoll's
-//! ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (1 ms by
+//! ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (300 µs by
 //! default): reading them here would only queue messages nobody is free to take and cost a
 //! hand-off between threads. `rx_epoll` is nested in the engine's main epoll with
 //! `EPOLLONESHOT` and armed again only once the deferred reads are settled, so busy endpoint

@@ -29,12 +29,14 @@ pub struct MuxOptions {
     /// busy thread reads them when it comes back for its next message (it looks at most every
     /// 100 µs), with no hand-off; the engine's read is the backstop for threads that stay away
     /// longer. Shorter: such threads delay new messages less; longer: fewer engine wake-ups.
-    /// Default 1 ms. Values below a millisecond are kept exactly where the kernel has
+    /// Default 300 µs. Values below a millisecond are kept exactly where the kernel has
     /// `epoll_pwait2` (Linux 5.11 and later) and rounded up to whole milliseconds elsewhere
     /// ([`sub_millisecond_timeouts`](crate::sub_millisecond_timeouts) tells which). Measured
-    /// (`docs/bench.md`): 200 µs cuts the p99 latency of a request-reply load (the bench's W1)
-    /// by about 40 % and of a pipelined one (W3) by about 12 %, at the same throughput, and
-    /// costs a load of uneven CPU-heavy requests (W2) a few per cent of its QPS.
+    /// against 1 ms (`docs/bench.md`): a request-reply load (the bench's W1) gets a p99
+    /// latency about a quarter lower (355–373 against 436–618 µs) and a mean about a tenth
+    /// lower, so about that much more QPS with 8 requests in flight; a pipelined one (W3) a
+    /// p99 about 10 % lower at the same throughput; a load of uneven CPU-heavy requests (W2)
+    /// loses about 1.5 % of its QPS.
     pub busy_read_defer: Duration,
 }
 
@@ -44,7 +46,7 @@ impl Default for MuxOptions {
             drop_failed: false,
             read_size: 64 * 1024,
             prefer_local: true,
-            busy_read_defer: Duration::from_millis(1),
+            busy_read_defer: Duration::from_micros(300),
         }
     }
 }
