@@ -55,9 +55,13 @@ fn send_burst(mux: &mut MuxCore, ep: EndpointId, msg: &Bytes, to: Option<Connect
         mux.send(ep, msg.clone(), SendFlags::default(), to)
             .expect("room in the send buffer");
     }
-    let tx = mux.poll_transmit(ep).expect("a reserved connection");
+    let mut tx = mux.poll_transmit(ep).expect("a reserved connection");
     debug_assert_eq!(tx.len, PASS * msg.len());
+    // As the runtime does: the written slices let go before the report, the transmit given
+    // back after it.
+    tx.bufs.clear();
     mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+    mux.recycle(tx);
     drain(mux);
 }
 
@@ -167,8 +171,12 @@ fn main() {
                 mux.send_batch(ep, &mut msgs).0
             };
             debug_assert_eq!(sent, PASS);
-            let tx = mux.poll_transmit(ep).expect("a reserved connection");
+            let mut tx = mux.poll_transmit(ep).expect("a reserved connection");
+            // As the runtime does: the written slices let go before the report, the
+            // transmit given back after it.
+            tx.bufs.clear();
             mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+            mux.recycle(tx);
             drain(mux);
         };
         burst(&mut mux, &reply);
@@ -188,8 +196,10 @@ fn main() {
             black_box(&read.data);
             mux.send(ep, reply.clone(), SendFlags::default(), Some(read.conn))
                 .expect("room in the send buffer");
-            let tx = mux.poll_transmit(ep).expect("the reply");
+            let mut tx = mux.poll_transmit(ep).expect("the reply");
+            tx.bufs.clear();
             mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+            mux.recycle(tx);
             drain(mux);
         }
     };

@@ -318,8 +318,11 @@ impl MuxCore {
     /// Takes a written transmit back once its result is reported ([`MuxCore::handle_transmit`]
     /// or [`MuxCore::handle_conn_transmit`]) and keeps its list of slices, emptied, for a later
     /// one: a runtime that gives its transmits back saves an allocation per write. Optional; a
-    /// transmit dropped instead costs only that allocation. (A runtime that also empties
-    /// `bufs` before reporting lets the buffers of the runs it wrote serve the next runs.)
+    /// transmit dropped instead costs only that allocation. A runtime that also empties
+    /// `bufs` before reporting lets the buffers of the runs it wrote serve the next runs (a
+    /// buffer still viewed when its run leaves the queue is dropped instead, which costs
+    /// more: criterion `mux/send_runs_transmit` 0.40 µs per 64 replies when the slices are
+    /// let go first, 0.49–0.51 µs when they are held through the report).
     ///
     /// ```
     /// use bytes::Bytes;
@@ -329,8 +332,10 @@ impl MuxCore {
     /// mux.attach();
     /// let end = SendFlags { eor: true, ..SendFlags::default() };
     /// mux.send(ep, Bytes::from_static(b"one"), end, None).unwrap();
-    /// let tx = mux.poll_transmit(ep).unwrap();
+    /// let mut tx = mux.poll_transmit(ep).unwrap();
     /// let list = tx.bufs.as_ptr();
+    /// // ... written; the slices are let go before the report ...
+    /// tx.bufs.clear();
     /// mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
     /// mux.recycle(tx);
     /// mux.send(ep, Bytes::from_static(b"two"), end, None).unwrap();
