@@ -49,16 +49,17 @@ pub(crate) struct Run {
     /// the entry): a run of one message, the lone reply of a request-reply load, allocates
     /// no list.
     ends: Vec<u32>,
-    /// Messages written completely have been cut off its front ([`TxMsg::trim_written`]):
-    /// its buffer would come back without that front, which neither a run nor the bound of
-    /// [`SpareRuns`] would see, so it is not kept.
-    trimmed: bool,
 }
 
 #[derive(Debug)]
 enum RunData {
     Open(BytesMut),
     Frozen(Bytes),
+    /// Frozen, and the messages written completely have been cut off its front
+    /// ([`TxMsg::trim_written`]). Its buffer would come back without that front, which
+    /// neither a later run nor the bound of [`SpareRuns`] would see, so it is not kept. (A
+    /// variant, not a flag in `Run`: the flag made every queue entry 8 bytes bigger.)
+    Trimmed(Bytes),
 }
 
 impl Run {
@@ -90,7 +91,6 @@ impl Run {
         Run {
             data: RunData::Open(buf),
             ends,
-            trimmed: false,
         }
     }
 
@@ -110,7 +110,7 @@ impl Run {
 /// writes a run or a few per pass, and each cost an allocation and a free of its buffer and
 /// another of the count that shares it with the transmit (buffers are made shared from the
 /// start, so both come back). At most [`SPARE_RUNS`] buffers and [`RUN_MAX`] bytes in all
-/// (whole allocations: a run written in parts is not kept, see [`Run::trimmed`]).
+/// (whole allocations: a run written in parts is not kept, see [`RunData::Trimmed`]).
 #[derive(Debug, Default)]
 pub(crate) struct SpareRuns {
     bufs: Vec<BytesMut>,
@@ -183,7 +183,7 @@ impl TxMsg {
                     r.data = RunData::Frozen(std::mem::take(buf).freeze());
                 }
                 match &r.data {
-                    RunData::Frozen(b) => std::slice::from_ref(b),
+                    RunData::Frozen(b) | RunData::Trimmed(b) => std::slice::from_ref(b),
                     RunData::Open(_) => &[],
                 }
             }
@@ -198,7 +198,7 @@ impl TxMsg {
             Parts::Many(v) => v.iter().flat_map(|b| b.iter().copied()).collect(),
             Parts::Run(r) => match &r.data {
                 RunData::Open(b) => b.to_vec(),
-                RunData::Frozen(b) => b.to_vec(),
+                RunData::Frozen(b) | RunData::Trimmed(b) => b.to_vec(),
             },
         }
     }
@@ -209,7 +209,7 @@ impl TxMsg {
         match &self.parts {
             Parts::Run(r) => match &r.data {
                 RunData::Open(b) => b.capacity(),
-                RunData::Frozen(b) => b.len(),
+                RunData::Frozen(b) | RunData::Trimmed(b) => b.len(),
             },
             _ => 0,
         }
@@ -240,7 +240,6 @@ impl TxMsg {
             Parts::Run(Run {
                 data: RunData::Open(buf),
                 ends,
-                ..
             }) => {
                 Run::note_end(ends, buf);
                 buf.extend_from_slice(data);
@@ -266,11 +265,13 @@ impl TxMsg {
             return (0, 0);
         }
         let cut = r.ends[done - 1] as usize;
-        r.trimmed = true;
-        match &mut r.data {
-            RunData::Open(b) => b.advance(cut),
-            RunData::Frozen(b) => b.advance(cut),
-        }
+        // Only a run a transmit has taken (frozen) can have been written in part.
+        let mut b = match std::mem::replace(&mut r.data, RunData::Trimmed(Bytes::new())) {
+            RunData::Open(b) => b.freeze(),
+            RunData::Frozen(b) | RunData::Trimmed(b) => b,
+        };
+        b.advance(cut);
+        r.data = RunData::Trimmed(b);
         r.ends.drain(..done);
         for end in &mut r.ends {
             *end -= cut as u32;
@@ -293,7 +294,6 @@ fn open_tail(
         Parts::Run(Run {
             data: RunData::Open(buf),
             ends,
-            ..
         }) => Some((buf, ends, &mut tail.len)),
         _ => None,
     }
@@ -580,12 +580,8 @@ impl EpTx {
     /// Keeps the buffer of a written run for a later run if nothing else holds it (the
     /// runtime has let the transmit's view go) and there is room among the spares.
     fn keep_run_buffer(&mut self, r: Run) {
-        if let Run {
-            data: RunData::Frozen(b),
-            trimmed: false,
-            ..
-        } = r
-        {
+        // A run written in parts (`Trimmed`) is not kept.
+        if let RunData::Frozen(b) = r.data {
             self.spare_run.keep(b);
         }
     }
