@@ -55,14 +55,21 @@ fn send_burst(mux: &mut MuxCore, ep: EndpointId, msg: &Bytes, to: Option<Connect
         mux.send(ep, msg.clone(), SendFlags::default(), to)
             .expect("room in the send buffer");
     }
-    let mut tx = mux.poll_transmit(ep).expect("a reserved connection");
-    debug_assert_eq!(tx.len, PASS * msg.len());
-    // As the runtime does: the written slices let go before the report, the transmit given
-    // back after it.
+    let len = write_next(mux, ep);
+    debug_assert_eq!(len, PASS * msg.len());
+}
+
+/// Takes the endpoint's next transmit and reports it written whole, as the runtime does: the
+/// written slices let go before the report, the transmit given back after it. Returns its
+/// length.
+fn write_next(mux: &mut MuxCore, ep: EndpointId) -> usize {
+    let mut tx = mux.poll_transmit(ep).expect("a transmit");
+    let len = tx.len;
     tx.bufs.clear();
-    mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
+    mux.handle_transmit(ep, tx.conn, TxResult::Written(len));
     mux.recycle(tx);
     drain(mux);
+    len
 }
 
 fn main() {
@@ -171,13 +178,7 @@ fn main() {
                 mux.send_batch(ep, &mut msgs).0
             };
             debug_assert_eq!(sent, PASS);
-            let mut tx = mux.poll_transmit(ep).expect("a reserved connection");
-            // As the runtime does: the written slices let go before the report, the
-            // transmit given back after it.
-            tx.bufs.clear();
-            mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
-            mux.recycle(tx);
-            drain(mux);
+            write_next(mux, ep);
         };
         burst(&mut mux, &reply);
         assert_eq!(mux.stats().tx_msgs, PASS as u64);
@@ -196,11 +197,7 @@ fn main() {
             black_box(&read.data);
             mux.send(ep, reply.clone(), SendFlags::default(), Some(read.conn))
                 .expect("room in the send buffer");
-            let mut tx = mux.poll_transmit(ep).expect("the reply");
-            tx.bufs.clear();
-            mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
-            mux.recycle(tx);
-            drain(mux);
+            write_next(mux, ep);
         }
     };
     cycle(&mut mux);
