@@ -45,22 +45,54 @@ proptest! {
         sndbuf in 1usize..3000,
         open in prop_oneof![Just(0usize), 1usize..50],
         // Runs for one destination are likely (a pipelining server's replies), so the run
-        // loop of `send_batch` meets a full buffer, a full run and a change of destination.
-        msgs in proptest::collection::vec((0usize..4, 1usize..6, 0usize..400), 0..20),
+        // loop of `send_batch` meets a full buffer, a full run and a change of destination;
+        // lengths at the edges of what is copied (empty, `COALESCE_MAX` and one over) often.
+        msgs in proptest::collection::vec((0usize..4, 1usize..6, edgy_len(400)), 0..20),
     ) {
         let kind = if seqpacket { Kind::SeqPacket } else { Kind::Datagram };
-        let msgs: Vec<(usize, usize)> = msgs
-            .iter()
-            .flat_map(|&(t, times, len)| std::iter::repeat_n((t, len), times))
-            .collect();
+        check_send_forms(kind, form, sndbuf, open, &repeated(&msgs))?;
+    }
+}
+
+/// Message lengths below `max`, with the edges of what is copied into runs (0, 1 and
+/// `COALESCE_MAX`, 256, and either side of it) drawn often: a review found three bugs at those
+/// edges that 512 uniform cases missed.
+fn edgy_len(max: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 0..max,
+        1 => proptest::sample::select(vec![0, 1, 255, 256, 257]),
+    ]
+}
+
+/// `(destination, times, length)` triples as the messages they stand for.
+fn repeated(msgs: &[(usize, usize, usize)]) -> Vec<(usize, usize)> {
+    msgs.iter()
+        .flat_map(|&(t, times, len)| std::iter::repeat_n((t, len), times))
+        .collect()
+}
+
+/// The property of `send_batch_and_send_runs_equal_one_send_per_message` for one input:
+/// `form` 0 sends `Bytes`, 1 borrowed slices, 2 a `SendBatch`.
+fn check_send_forms(
+    kind: Kind,
+    form: u8,
+    sndbuf: usize,
+    open: usize,
+    msgs: &[(usize, usize)],
+) -> Result<(), TestCaseError> {
+    {
         let msg = |i: usize, len: usize| m(b'a' + (i % 26) as u8, len);
-        let data: Vec<Bytes> = msgs.iter().enumerate().map(|(i, &(_, len))| msg(i, len)).collect();
+        let data: Vec<Bytes> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, len))| msg(i, len))
+            .collect();
         // Shared bytes are queued as they are; borrowed ones are copied (into runs when small),
         // as are the messages of a `SendBatch`, a connection's at a time.
         let (a, ep, accepted, refused, left) = match form {
-            0 => batch_of(kind, sndbuf, open, &msgs, |i| data[i].clone()),
-            1 => batch_of(kind, sndbuf, open, &msgs, |i| &data[i][..]),
-            _ => runs_of(kind, sndbuf, open, &msgs, &data),
+            0 => batch_of(kind, sndbuf, open, msgs, |i| data[i].clone()),
+            1 => batch_of(kind, sndbuf, open, msgs, |i| &data[i][..]),
+            _ => runs_of(kind, sndbuf, open, msgs, &data),
         };
         let mut a = a;
 
@@ -68,7 +100,11 @@ proptest! {
         let mut b_accepted = 0;
         let mut b_err = None;
         for (i, &(t, len)) in msgs.iter().enumerate() {
-            let flags = SendFlags { eor: true, batch: i + 1 < msgs.len(), more: false };
+            let flags = SendFlags {
+                eor: true,
+                batch: i + 1 < msgs.len(),
+                more: false,
+            };
             match b.send(ep, msg(i, len), flags, tb[t]) {
                 Ok(_) => b_accepted += 1,
                 Err(e) => {
@@ -83,11 +119,11 @@ proptest! {
             let _ = b.send(ep, Bytes::new(), END, None);
         }
         prop_assert_eq!(accepted, b_accepted);
+        prop_assert_eq!(refused.map(|r| (r.error, r.target, r.data)), b_err);
         prop_assert_eq!(
-            refused.map(|r| (r.error, r.target, r.data)),
-            b_err
+            left,
+            msgs.len() - accepted - usize::from(accepted < msgs.len())
         );
-        prop_assert_eq!(left, msgs.len() - accepted - usize::from(accepted < msgs.len()));
         prop_assert_eq!(a.endpoint_stats(ep), b.endpoint_stats(ep));
         prop_assert_eq!(a.tx_queued(ep), b.tx_queued(ep));
         prop_assert_eq!(a.can_send(ep), b.can_send(ep));
@@ -96,6 +132,7 @@ proptest! {
         prop_assert_eq!(a.stats(), b.stats());
         check_invariants(&a);
     }
+    Ok(())
 }
 
 /// One `send_batch` of `msgs` (destination index, length), the data of message `i` given by
@@ -194,18 +231,46 @@ proptest! {
     #[test]
     fn send_runs_builds_the_runs_send_batch_builds(
         sndbuf in 1usize..40_000,
-        msgs in proptest::collection::vec((0usize..4, 1usize..40, 1usize..300), 0..12),
+        msgs in proptest::collection::vec((0usize..4, 1usize..40, edgy_len(300)), 0..12),
     ) {
-        let msgs: Vec<(usize, usize)> = msgs
+        check_same_runs(sndbuf, &repeated(&msgs))?;
+    }
+}
+
+/// The property of `send_runs_builds_the_runs_send_batch_builds` for one input.
+fn check_same_runs(sndbuf: usize, msgs: &[(usize, usize)]) -> Result<(), TestCaseError> {
+    {
+        let data: Vec<Bytes> = msgs
             .iter()
-            .flat_map(|&(t, times, len)| std::iter::repeat_n((t, len), times))
+            .enumerate()
+            .map(|(i, &(_, len))| m((i % 251) as u8, len))
             .collect();
-        let data: Vec<Bytes> =
-            msgs.iter().enumerate().map(|(i, &(_, len))| m((i % 251) as u8, len)).collect();
-        let (a, ep, a_acc, a_ref, a_left) = batch_of(Kind::Datagram, sndbuf, 0, &msgs, |i| &data[i][..]);
-        let (b, _, b_acc, b_ref, b_left) = runs_of(Kind::Datagram, sndbuf, 0, &msgs, &data);
+        let (a, ep, a_acc, a_ref, a_left) =
+            batch_of(Kind::Datagram, sndbuf, 0, msgs, |i| &data[i][..]);
+        let (b, _, b_acc, b_ref, b_left) = runs_of(Kind::Datagram, sndbuf, 0, msgs, &data);
         prop_assert_eq!((a_acc, a_ref, a_left), (b_acc, b_ref, b_left));
         prop_assert_eq!(queue_shape(&a, ep), queue_shape(&b, ep));
         check_invariants(&b);
+    }
+    Ok(())
+}
+
+/// The cases a review shrank from three bugs the properties missed at their case counts:
+/// a group's all-small flag overwritten by its last message (a 257-byte message copied into
+/// a run), a run allowed one byte over `RUN_MAX`, an empty message let into a run.
+#[test]
+fn edge_cases_the_properties_once_missed() {
+    for sndbuf in [1, 300, 40_000] {
+        let msgs = repeated(&[(0, 1, 1), (0, 1, 257), (0, 1, 1)]);
+        check_same_runs(sndbuf, &msgs).unwrap();
+        check_same_runs(sndbuf, &repeated(&[(0, 17, 241)])).unwrap();
+        for form in 0..3 {
+            for kind in [Kind::Datagram, Kind::SeqPacket] {
+                let msgs = [(0, 1), (0, 0)];
+                check_send_forms(kind, form, sndbuf.min(2999), 0, &msgs).unwrap();
+                check_send_forms(kind, form, sndbuf.min(2999), 0, &repeated(&[(0, 17, 241)]))
+                    .unwrap();
+            }
+        }
     }
 }
