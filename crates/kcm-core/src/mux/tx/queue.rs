@@ -66,8 +66,8 @@ impl Run {
     /// A run of the messages in `msgs`, copied back to back (the caller keeps it within
     /// [`RUN_MAX`]), with room for more like the first, or for `hint` bytes (what the
     /// previous run came to hold).
-    /// Takes its buffer from `spare` when the last one there is big enough (see
-    /// [`SpareRuns`]).
+    /// Takes its buffer from `spare` when the last one there is big enough, and its list of
+    /// ends from there too (see [`SpareRuns`]).
     fn new(msgs: &[&[u8]], hint: usize, spare: &mut SpareRuns) -> Run {
         let first = msgs.first().map_or(1, |m| m.len().max(1));
         let room = (first * RUN_ROOM).max(hint).clamp(first, RUN_MAX);
@@ -81,7 +81,7 @@ impl Run {
                 b
             }
         };
-        let mut ends = Vec::new();
+        let mut ends = spare.lists.pop().unwrap_or_default();
         for (i, m) in msgs.iter().enumerate() {
             if i > 0 {
                 Run::note_end(&mut ends, &buf);
@@ -110,11 +110,17 @@ impl Run {
 /// writes a run or a few per pass, and each cost an allocation and a free of its buffer and
 /// another of the count that shares it with the transmit (buffers are made shared from the
 /// start, so both come back). At most [`SPARE_RUNS`] buffers and [`RUN_MAX`] bytes in all
-/// (whole allocations: a run written in parts is not kept, see [`RunData::Trimmed`]).
+/// (whole allocations: a run written in parts is not kept, see [`RunData::Trimmed`]). The
+/// lists of message ends of runs of several messages are kept the same way: at most
+/// [`SPARE_RUNS`] of at most [`SPARE_LIST_ENDS`] ends.
 #[derive(Debug, Default)]
 pub(crate) struct SpareRuns {
     bufs: Vec<BytesMut>,
+    lists: Vec<Vec<u32>>,
 }
+
+/// Most ends a kept list may have room for (1 KiB).
+const SPARE_LIST_ENDS: usize = 256;
 
 /// Most buffers [`SpareRuns`] keeps: as many runs as one pass of replies to different
 /// connections commonly makes.
@@ -138,6 +144,15 @@ impl SpareRuns {
                 b.clear();
                 self.bufs.push(b);
             }
+        }
+    }
+
+    /// Keeps a run's list of ends, emptied, if it has any room and not too much.
+    fn keep_list(&mut self, mut ends: Vec<u32>) {
+        let room = ends.capacity();
+        if self.lists.len() < SPARE_RUNS && room > 0 && room <= SPARE_LIST_ENDS {
+            ends.clear();
+            self.lists.push(ends);
         }
     }
 
@@ -581,6 +596,7 @@ impl EpTx {
     /// Keeps the buffer of a written run for a later run if nothing else holds it (the
     /// runtime has let the transmit's view go) and there is room among the spares.
     fn keep_run_buffer(&mut self, r: Run) {
+        self.spare_run.keep_list(r.ends);
         // A run written in parts (`Trimmed`) is not kept.
         if let RunData::Frozen(b) = r.data {
             self.spare_run.keep(b);
@@ -714,8 +730,49 @@ mod tests {
                 spare.bytes() <= RUN_MAX && spare.bufs.len() <= SPARE_RUNS,
                 "round {i}"
             );
+            assert!(spare.lists.len() <= SPARE_RUNS);
+            let ok = |l: &Vec<u32>| l.is_empty() && (1..=SPARE_LIST_ENDS).contains(&l.capacity());
+            assert!(spare.lists.iter().all(ok), "round {i}");
         }
         assert!(reused > 100, "reused {reused} times in 500 runs");
+    }
+
+    /// A run's list of message ends serves a later run too, within bounds.
+    #[test]
+    fn lists_of_ends_are_kept_and_reused_within_bounds() {
+        let mut spare = SpareRuns::default();
+        for cap in [0, 8, SPARE_LIST_ENDS + 1] {
+            spare.keep_list(Vec::with_capacity(cap));
+        }
+        assert_eq!(spare.lists.len(), 1, "neither an empty nor a large list");
+        (0..20).for_each(|_| spare.keep_list(vec![1, 2, 3]));
+        assert_eq!(spare.lists.len(), SPARE_RUNS);
+        assert!(spare.lists.iter().all(Vec::is_empty));
+        // Through a queue: the second run's list is the first one's.
+        let mut q = EpTx::new();
+        q.enqueue_copy(b"ab", None);
+        q.enqueue_copy(b"cd", None);
+        let Parts::Run(r) = &q.queue[0].parts else {
+            panic!("a run")
+        };
+        let list = r.ends.as_ptr();
+        drop(q.queue[0].slices()[0].clone());
+        advance(&mut q, 4);
+        // Were the list freed, the allocator would likely hand the same block back: these
+        // take any such freed block first.
+        let squat: Vec<Vec<u32>> = (1..=16).map(Vec::with_capacity).collect();
+        q.enqueue_copy(b"ef", None);
+        q.enqueue_copy(b"gh", None);
+        drop(squat);
+        let Parts::Run(r) = &q.queue[0].parts else {
+            panic!("a run")
+        };
+        assert_eq!(
+            r.ends.as_ptr(),
+            list,
+            "the written run's list, not a new one"
+        );
+        assert_eq!(q.queue[0].bytes(), b"efgh");
     }
 
     /// A run written in parts comes back without its written front (its capacity then says
