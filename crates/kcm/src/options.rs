@@ -30,7 +30,8 @@ pub struct MuxOptions {
     /// 100 µs), with no hand-off; the engine's read is the backstop for threads that stay away
     /// longer. Shorter: such threads delay new messages less; longer: fewer engine wake-ups.
     /// Default 300 µs. Values below a millisecond are kept exactly where the kernel has
-    /// `epoll_pwait2` (Linux 5.11 and later) and rounded up to whole milliseconds elsewhere
+    /// `epoll_pwait2` (Linux 5.11 and later; not tried under a seccomp filter) and rounded up
+    /// to whole milliseconds elsewhere
     /// ([`sub_millisecond_timeouts`](crate::sub_millisecond_timeouts) tells which). Measured
     /// against 1 ms (`docs/bench.md`): a request-reply load (the bench's W1) gets a p99
     /// latency about a quarter lower (355–373 against 436–618 µs) and a mean about a tenth

@@ -61,12 +61,25 @@ impl Epoll {
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         out.clear();
-        if let Some(d) = timeout {
+        let r = match timeout {
             // Not whole milliseconds: `epoll_wait` would round it up.
-            if d.subsec_nanos() % 1_000_000 != 0 && pwait2::available() {
-                return pwait2::wait(self.0.as_fd(), out, d);
+            Some(d) if d.subsec_nanos() % 1_000_000 != 0 => {
+                pwait2::wait(self.0.as_fd(), out, d).unwrap_or_else(|| self.wait_ms(out, timeout))
             }
+            _ => self.wait_ms(out, timeout),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            other => other,
         }
+    }
+
+    /// `epoll_wait`, whose timeout is whole milliseconds (rounded up).
+    fn wait_ms(
+        &self,
+        out: &mut Vec<(u64, EventFlags)>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         // On the stack: this runs once per wait of every receiving thread, and a heap buffer
         // cost an allocation and a free each time.
         let mut evs = [std::mem::MaybeUninit::<epoll::Event>::uninit(); MAX_EVENTS];
@@ -74,11 +87,8 @@ impl Epoll {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos().into(),
         });
-        match epoll::wait(&self.0, &mut evs, ts.as_ref()) {
-            Ok((ready, _)) => out.extend(ready.iter().map(|e| (e.data.u64(), e.flags))),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(errno(e)),
-        }
+        let (ready, _) = epoll::wait(&self.0, &mut evs, ts.as_ref()).map_err(errno)?;
+        out.extend(ready.iter().map(|e| (e.data.u64(), e.flags)));
         Ok(())
     }
 }

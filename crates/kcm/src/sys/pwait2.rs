@@ -1,49 +1,89 @@
 //! Waits with timeouts finer than a millisecond: `epoll_pwait2` (Linux 5.11 and later), whose
 //! timeout is a `timespec`. `epoll_wait`'s is whole milliseconds, rounded up, so a 200 µs
-//! wait there lasts 1 ms.
+//! wait there lasts 1 ms. It serves every timed wait that is not whole milliseconds, which is
+//! most of them: a read timeout or deferral is waited out as "the time left until the
+//! deadline".
 //!
 //! Written by hand because rustix calls `epoll_pwait2` only when built for Linux 5.11 and up
 //! (its `linux_5_11` feature), for every wait and with no fallback, which would break the
-//! runtime on older kernels. Here the call is tried once per process and then used only for
-//! timeouts that are not whole milliseconds; where it is missing (ENOSYS) or filtered out (a
-//! seccomp policy's EPERM), waits keep millisecond resolution.
+//! runtime on older kernels. Here the first wait that needs it tries it, and the answer is
+//! remembered once it is a clear one: it worked, or the kernel lacks it (ENOSYS) or a policy
+//! refuses it (EPERM), and then waits keep millisecond resolution. Any other error (EINTR, a
+//! full descriptor table for `available`'s own probe) is not taken for an answer. A process
+//! under a seccomp filter never tries it: a filter written before the call existed may kill
+//! the process for it (SIGSYS) rather than refuse it, and that cannot be asked about without
+//! trying (rustix declines to probe for the same reason). 32-bit targets never use it: the
+//! kernel's timespec there is not libc's.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::{EventFlags, MAX_EVENTS};
 
-/// Whether `epoll_pwait2` works in this process (asked once).
+/// What is known of `epoll_pwait2` in this process.
+static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const WORKS: u8 = 1;
+const ABSENT: u8 = 2;
+
+/// Whether `epoll_pwait2` works in this process (tried on an epoll of its own if no wait has
+/// tried it yet).
 pub(crate) fn available() -> bool {
-    static WORKS: OnceLock<bool> = OnceLock::new();
-    *WORKS.get_or_init(|| {
-        // The kernel's timespec is 64-bit on every architecture; libc's matches it only where
-        // `time_t` is 64-bit.
-        if cfg!(not(target_pointer_width = "64")) {
-            return false;
+    if STATE.load(Ordering::Relaxed) == UNKNOWN {
+        if let Ok(ep) = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC) {
+            let _ = wait(
+                std::os::fd::AsFd::as_fd(&ep),
+                &mut Vec::new(),
+                Duration::ZERO,
+            );
         }
-        let Ok(ep) = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)
-        else {
-            return false;
-        };
-        let mut out = Vec::new();
-        call(ep.as_raw_fd(), &mut out, Duration::ZERO).is_ok()
-    })
+    }
+    STATE.load(Ordering::Relaxed) == WORKS
 }
 
-/// Waits on the epoll `ep` for up to `timeout`; the (key, flags) pairs go to `out`. EINTR
-/// counts as no events.
+/// Waits on the epoll `ep` for up to `timeout` with `epoll_pwait2`; the (key, flags) pairs
+/// go to `out`. `None` if the call is not to be used here: the caller waits the millisecond
+/// way instead.
 pub(crate) fn wait(
     ep: BorrowedFd<'_>,
     out: &mut Vec<(u64, EventFlags)>,
     timeout: Duration,
-) -> io::Result<()> {
-    match call(ep.as_raw_fd(), out, timeout) {
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-        other => other,
+) -> Option<io::Result<()>> {
+    match STATE.load(Ordering::Relaxed) {
+        WORKS => return Some(call(ep.as_raw_fd(), out, timeout)),
+        ABSENT => return None,
+        _ => {}
     }
+    if cfg!(not(target_pointer_width = "64")) || under_seccomp_filter() {
+        STATE.store(ABSENT, Ordering::Relaxed);
+        return None;
+    }
+    let r = call(ep.as_raw_fd(), out, timeout);
+    match r.as_ref().map_err(io::Error::raw_os_error) {
+        Ok(()) => STATE.store(WORKS, Ordering::Relaxed),
+        Err(Some(libc::ENOSYS | libc::EPERM)) => {
+            STATE.store(ABSENT, Ordering::Relaxed);
+            return None;
+        }
+        Err(_) => {}
+    }
+    Some(r)
+}
+
+/// Whether a seccomp filter applies to this process (`Seccomp: 2` in `/proc/self/status`).
+/// Unknown counts as yes.
+fn under_seccomp_filter() -> bool {
+    std::fs::read_to_string("/proc/self/status").map_or(true, |s| seccomp_filtered(&s))
+}
+
+/// Whether a `/proc/<pid>/status` text says a seccomp filter applies (or says nothing).
+fn seccomp_filtered(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .is_none_or(|mode| mode.trim() != "0")
 }
 
 fn call(epfd: i32, out: &mut Vec<(u64, EventFlags)>, timeout: Duration) -> io::Result<()> {
@@ -52,11 +92,10 @@ fn call(epfd: i32, out: &mut Vec<(u64, EventFlags)>, timeout: Duration) -> io::R
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos().into(),
     };
-    // SAFETY: `epfd` is an open epoll descriptor for the whole call (borrowed by the caller,
-    // or owned by `available`'s frame); `evs` is a writable array of `MAX_EVENTS` events and
-    // the kernel writes at most `maxevents` (= its length) of them; `ts` is a valid timespec
-    // that lives across the call; a null signal mask leaves the mask alone (its size is then
-    // not read).
+    // SAFETY: `epfd` is an open epoll descriptor for the whole call (borrowed by the caller);
+    // `evs` is a writable array of `MAX_EVENTS` events and the kernel writes at most
+    // `maxevents` (= its length) of them; `ts` is a valid timespec that lives across the
+    // call; a null signal mask leaves the mask alone (its size is then not read).
     let n = unsafe {
         libc::syscall(
             libc::SYS_epoll_pwait2,
@@ -97,6 +136,20 @@ mod tests {
         Some(Epoll::new().expect("epoll"))
     }
 
+    /// Only a process known to run without a seccomp filter tries the call.
+    #[test]
+    fn seccomp_modes_are_read_from_the_status_text() {
+        assert!(!seccomp_filtered(
+            "Name:\tkcm\nSeccomp:\t0\nSeccomp_filters:\t0\n"
+        ));
+        assert!(seccomp_filtered("Seccomp:\t2\nSeccomp_filters:\t1\n"));
+        assert!(seccomp_filtered("Seccomp:\t1\n"), "strict mode");
+        assert!(
+            seccomp_filtered("Name:\tkcm\n"),
+            "an older kernel that does not say"
+        );
+    }
+
     /// A ready descriptor is reported with its key and flags, as `epoll_wait` reports it.
     #[test]
     fn reports_what_is_ready() {
@@ -104,10 +157,15 @@ mod tests {
         let waker = Waker::new().expect("eventfd");
         ep.add(waker.as_fd(), 7, EventFlags::IN).expect("add");
         let mut out = Vec::new();
-        wait(ep.as_fd(), &mut out, Duration::from_micros(300)).expect("wait");
+        let pwait = |out: &mut Vec<_>| {
+            wait(ep.as_fd(), out, Duration::from_micros(300))
+                .expect("available")
+                .expect("wait")
+        };
+        pwait(&mut out);
         assert!(out.is_empty(), "nothing is ready yet: {out:?}");
         waker.wake();
-        wait(ep.as_fd(), &mut out, Duration::from_micros(300)).expect("wait");
+        pwait(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, 7);
         assert!(out[0].1.contains(EventFlags::IN));
