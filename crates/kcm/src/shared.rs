@@ -316,32 +316,40 @@ impl Shared {
     pub(crate) fn transmit(
         &self,
         ep: EndpointId,
-        mut job: kcm_core::mux::Transmit,
+        job: kcm_core::mux::Transmit,
         events: &mut Events,
     ) {
-        let result = self.write_job(&job);
-        // The slices' buffers are let go before the lock, not under it.
-        job.bufs.clear();
-        let mut st = self.lock();
-        st.core.handle_transmit(ep, job.conn, result);
-        st.core.recycle(job);
-        Self::drain(&mut st.core, events);
+        self.write_and_report(job, events, |core, conn, result| {
+            core.handle_transmit(ep, conn, result)
+        });
     }
 
     /// Writes one transmit of a connection's backlog, if it has one (`Event::ConnTxReady`).
     pub(crate) fn pump_conn_tx(&self, conn: ConnectionId, events: &mut Events) {
-        let Some(mut job) = self.poll_job(events, |core| core.poll_conn_transmit(conn)) else {
+        let Some(job) = self.poll_job(events, |core| core.poll_conn_transmit(conn)) else {
             return;
         };
+        self.write_and_report(job, events, |core, conn, result| {
+            core.handle_conn_transmit(conn, result)
+        });
+        // Senders may be waiting for room in this connection's backlog.
+        self.tx_cv.notify_all();
+    }
+
+    /// Writes `job`, lets its slices go before taking the lock (a written run's buffer then
+    /// serves the next run), reports the result with `report` and gives the transmit back.
+    fn write_and_report(
+        &self,
+        mut job: kcm_core::mux::Transmit,
+        events: &mut Events,
+        report: impl FnOnce(&mut MuxCore, ConnectionId, TxResult),
+    ) {
         let result = self.write_job(&job);
         job.bufs.clear();
         let mut st = self.lock();
-        st.core.handle_conn_transmit(conn, result);
+        report(&mut st.core, job.conn, result);
         st.core.recycle(job);
         Self::drain(&mut st.core, events);
-        drop(st);
-        // Senders may be waiting for room in this connection's backlog.
-        self.tx_cv.notify_all();
     }
 
     /// One vectored write of a transmit on its connection.
