@@ -134,7 +134,8 @@ fn gather<'a>(
     conn: ConnectionId,
     mut bufs: Vec<Bytes>,
 ) -> (Vec<Bytes>, usize) {
-    bufs.clear();
+    // Spare lists are kept empty (`MuxCore::keep_list`).
+    debug_assert!(bufs.is_empty());
     // Where the current run of small slices starts in `bufs`.
     let mut run = 0;
     let mut len = 0;
@@ -333,7 +334,6 @@ impl MuxCore {
     /// let end = SendFlags { eor: true, ..SendFlags::default() };
     /// mux.send(ep, Bytes::from_static(b"one"), end, None).unwrap();
     /// let mut tx = mux.poll_transmit(ep).unwrap();
-    /// let list = tx.bufs.as_ptr();
     /// // ... written; the slices are let go before the report ...
     /// tx.bufs.clear();
     /// mux.handle_transmit(ep, tx.conn, TxResult::Written(tx.len));
@@ -341,11 +341,15 @@ impl MuxCore {
     /// mux.send(ep, Bytes::from_static(b"two"), end, None).unwrap();
     /// let tx = mux.poll_transmit(ep).unwrap();
     /// assert_eq!(&tx.bufs[..], [Bytes::from_static(b"two")]);
-    /// assert_eq!(tx.bufs.as_ptr(), list, "the first one's list, not a new one");
     /// ```
     pub fn recycle(&mut self, tx: Transmit) {
-        let mut bufs = tx.bufs;
-        // The slices' buffers are let go now, not when the list is next used.
+        self.keep_list(tx.bufs);
+    }
+
+    /// Keeps a transmit's list of slices, emptied, for a later transmit, within
+    /// [`SPARE_LISTS`] lists of at most [`SPARE_LIST_MAX`] slices. The slices' buffers are
+    /// let go now, not when the list is next used.
+    pub(super) fn keep_list(&mut self, mut bufs: Vec<Bytes>) {
         bufs.clear();
         if self.spare_bufs.len() < SPARE_LISTS && bufs.capacity() <= SPARE_LIST_MAX {
             self.spare_bufs.push(bufs);

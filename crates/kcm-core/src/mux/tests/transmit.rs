@@ -489,3 +489,18 @@ fn a_recycled_transmit_lends_its_list_to_the_next_and_few_are_kept() {
     events(&mut mux);
     check_invariants(&mux);
 }
+
+/// A transmit given back with its slices still in it lets them go at once, not when its list
+/// next serves (its buffers would stay held, a run's kept from reuse).
+#[test]
+fn recycle_lets_the_slices_go() {
+    let (mut mux, e, _) = setup(1, 1);
+    send(&mut mux, e[0], b"one");
+    let tx = mux.poll_transmit(e[0]).expect("a transmit");
+    let view = tx.bufs[0].clone();
+    mux.handle_transmit(e[0], tx.conn, TxResult::Written(tx.len));
+    assert!(!view.is_unique());
+    mux.recycle(tx);
+    assert!(view.is_unique(), "the kept list still holds the slice");
+    check_invariants(&mux);
+}

@@ -228,7 +228,7 @@ impl MuxCore {
             b.space_while_writing = false;
             return Some(Transmit { conn, bufs, len });
         }
-        self.spare_bufs.push(bufs);
+        self.keep_list(bufs);
         None
     }
 

@@ -300,9 +300,11 @@ impl<'a> Outgoing for Cursor<'a> {
         tx: &mut EpTx,
         target: Option<ConnectionId>,
     ) -> (usize, usize, Option<(Option<ConnectionId>, &'a [u8])>) {
-        // Only the rest of the group of the message just taken has the same destination.
+        // Only the rest of the group of the message just taken has the same destination
+        // (`target` is that message's: the group's).
         let g = self.b.groups[self.group];
-        if g.target != target || self.next >= g.end {
+        debug_assert_eq!(g.target, target);
+        if self.next >= g.end {
             return (0, 0, None);
         }
         let b = self.b;
