@@ -24,8 +24,7 @@ use rustix::event::epoll;
 /// call returns once all are queued on the endpoint.
 fn with_messages(kind: Kind, msgs: &[&[u8]]) -> (Endpoint, std::net::TcpStream) {
     let ep = endpoint(kind);
-    let (mut client, server) = tcp_pair();
-    ep.attach(&server, thrift()).expect("attach");
+    let (mut client, _) = attach_pair(&ep);
     let bytes: Vec<u8> = msgs.iter().flat_map(|m| frame(m)).collect();
     client.write_all(&bytes).expect("write the messages");
     wait_for("the messages to be queued", || {
@@ -255,9 +254,7 @@ fn recv_runs_keeps_each_connections_order_across_many_passes() {
     let ep = endpoint(Kind::Datagram);
     let mut clients = Vec::new();
     for _ in 0..CONNS {
-        let (client, server) = tcp_pair();
-        ep.attach(&server, thrift()).expect("attach");
-        clients.push(client);
+        clients.push(attach_pair(&ep).0);
     }
     std::thread::scope(|s| {
         for mut c in clients.drain(..) {

@@ -375,29 +375,28 @@ impl MuxCore {
             return 0;
         };
         let was_empty = e.rx.is_empty();
+        let mem_before = e.rx_mem;
         let lens = at.run.lens();
-        let (mut i, mut off, mut bytes) = (at.next, at.off, 0);
+        let (mut i, mut off) = (at.next, at.off);
         // The admission rule of `ep_has_room`, checked before each message (§5.1). The memory
         // only grows, so when the last message is admitted all are: one sum for the rest of
         // the run (a pipelined pass into an endpoint with room), else message by message.
         if let Some((&last, head)) = lens.get(i..).and_then(<[usize]>::split_last) {
             let (raw, size) = at.run.sizes(head);
             if !e.disabled && e.rx_mem + size < e.rcvbuf {
-                let all = size + at.run.size(last);
-                e.rx_mem += all;
-                bytes = all as u64;
+                e.rx_mem += size + at.run.size(last);
                 off += raw + last;
                 i = lens.len();
             }
         }
         while !e.disabled && e.rx_mem < e.rcvbuf && i < lens.len() {
-            let size = at.run.size(lens[i]);
-            e.rx_mem += size;
-            bytes += size as u64;
+            e.rx_mem += at.run.size(lens[i]);
             off += lens[i];
             i += 1;
         }
         let n = i - at.next;
+        // What the messages taken count for is what they added to the endpoint's memory.
+        let bytes = (e.rx_mem - mem_before) as u64;
         if n == lens.len() {
             // The whole run: queued as it is.
             if let Some(at) = cur.take() {
