@@ -4,9 +4,10 @@
 //! engine's (`rx_epoll`) with `EPOLLIN | EPOLLEXCLUSIVE | EPOLLET`, as in the endpoints' epolls.
 //! Because exclusive wake-ups go to the first registered epoll that has a waiter, a
 //! connection's new bytes wake a thread blocked in an endpoint's `recv` whenever there is one,
-//! and reach the engine only when every endpoint thread is busy. Then, if some endpoint thread
-//! took messages and will be back for more, the bytes are left to it (they are on its epoll's
-//! ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (300 µs by
+//! and reach the engine only when no endpoint thread is waiting in its epoll. Then, if some
+//! endpoint thread is busy — it took messages and will be back for more, or it is inside a
+//! blocking receive on its way into (or out of) its wait — the bytes are left to it (they are
+//! on its epoll's ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (300 µs by
 //! default): reading them here would only queue messages nobody is free to take and cost a
 //! hand-off between threads. `rx_epoll` is nested in the engine's main epoll with
 //! `EPOLLONESHOT` and armed again only once the deferred reads are settled, so busy endpoint
@@ -190,10 +191,11 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
                     continue;
                 };
                 if busy {
-                    // Every endpoint thread is busy (else one would have been woken instead),
-                    // and at least one will be back for more soon: the bytes are already on
-                    // its epoll's ready list and it will read them itself, with no hand-off.
-                    // If nobody has read the connection within `busy_read_defer`, we do.
+                    // No endpoint thread was waiting in its epoll (else one would have been
+                    // woken instead), and at least one will look at it soon: the bytes are
+                    // already on its epoll's ready list and it will read them itself, with no
+                    // hand-off. If nobody has read the connection within `busy_read_defer`,
+                    // we do.
                     let reads = conn.reads.load(Ordering::Relaxed);
                     deferred.push_back((Instant::now() + read_defer, key, reads));
                 } else {

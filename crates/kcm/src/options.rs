@@ -24,10 +24,11 @@ pub struct MuxOptions {
     /// own endpoint when it is receive-eligible (no hand-off to another thread). Default `true`;
     /// `false` steers strictly by the eligible FIFO, as the kernel.
     pub prefer_local: bool,
-    /// While every endpoint thread is busy with messages it took, how long new bytes on a
-    /// connection are left to those threads before the engine thread reads them itself. A
-    /// busy thread reads them when it comes back for its next message (it looks at most every
-    /// 100 µs), with no hand-off; the engine's read is the backstop for threads that stay away
+    /// While no endpoint thread is waiting in its epoll but some will look at it soon (it is
+    /// busy with messages it took, or inside a blocking receive on its way into or out of the
+    /// wait), how long new bytes on a connection are left to those threads before the engine
+    /// thread reads them itself. A busy thread reads them when it comes back for its next
+    /// message (it looks at most every 100 µs), with no hand-off; the engine's read is the backstop for threads that stay away
     /// longer. Shorter: such threads delay new messages less; longer: fewer engine wake-ups.
     /// Default 300 µs. Values below a millisecond are kept exactly where the kernel has
     /// `epoll_pwait2` (Linux 5.11 and later; not tried under a seccomp filter) and rounded up

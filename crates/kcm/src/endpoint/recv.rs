@@ -182,7 +182,11 @@ impl Endpoint {
                 // Under the lock that saw the queue empty (see `EpIo::sleeping`).
                 self.shared
                     .set_sleeping(&self.io, r.is_none() && !nonblocking);
-                self.shared.set_busy(&self.io, r.is_some());
+                // A thread in a blocking receive counts as busy until it leaves without a
+                // message: it will look at its epoll, whose ready list holds every arrival the
+                // engine is woken for while the thread is not yet (or no longer) waiting in
+                // it, so the engine need not read and hand over those bytes.
+                self.shared.set_busy(&self.io, r.is_some() || !nonblocking);
                 if let Some(r) = r {
                     drop(st);
                     self.shared.dispatch(events, Some(self.id));
@@ -194,6 +198,7 @@ impl Endpoint {
                 }
                 if let Some(e) = st.core.take_endpoint_error(self.id) {
                     self.shared.set_sleeping(&self.io, false);
+                    self.shared.set_busy(&self.io, false);
                     return Err(sys::os_err(e));
                 }
             }
@@ -213,6 +218,7 @@ impl Endpoint {
                         // SO_RCVTIMEO expiry is EAGAIN, as for any socket.
                         _ => {
                             self.shared.set_sleeping(&self.io, false);
+                            self.shared.set_busy(&self.io, false);
                             return Err(io::ErrorKind::WouldBlock.into());
                         }
                     },
@@ -225,7 +231,10 @@ impl Endpoint {
             self.io
                 .last_poll
                 .store(self.shared.since_epoch(), Ordering::Relaxed);
-            waited?;
+            if let Err(e) = waited {
+                self.shared.set_busy(&self.io, false);
+                return Err(e);
+            }
             // This thread keeps the first read pass that brings it messages. The passes of the
             // other ready connections go by the eligible FIFO while another endpoint's thread
             // is idle, so that it starts on them at once instead of waiting for this one to
@@ -244,5 +253,55 @@ impl Endpoint {
             }
             self.shared.dispatch(events, Some(self.id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::{Endpoint, Kind};
+
+    fn busy_eps(ep: &Endpoint) -> usize {
+        ep.shared.busy_eps.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 5 s) until `f` holds.
+    fn until(what: &str, f: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(5), "never: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The engine leaves arrivals to busy endpoint threads: a thread in a blocking receive
+    /// counts as one (it will look at its epoll, whose ready list holds them) until it leaves
+    /// without a message, and a non-blocking receive never does.
+    #[test]
+    fn a_blocking_receive_counts_as_busy_until_it_leaves_empty_handed() {
+        let ep = Arc::new(Endpoint::new(Kind::Datagram).unwrap());
+        ep.set_nonblocking(true);
+        assert!(ep.recv().is_err());
+        assert_eq!(busy_eps(&ep), 0, "a non-blocking receive is not busy");
+        ep.set_nonblocking(false);
+        ep.set_read_timeout(Some(Duration::from_millis(300)));
+        let waiter = {
+            let ep = ep.clone();
+            std::thread::spawn(move || ep.recv().map(|_| ()))
+        };
+        until("the receiving thread waits", || {
+            ep.io.sleeping.load(Ordering::SeqCst)
+        });
+        assert_eq!(busy_eps(&ep), 1, "a thread waiting in recv");
+        let r = waiter.join().unwrap();
+        assert_eq!(
+            r.unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the read timeout"
+        );
+        assert_eq!(busy_eps(&ep), 0, "left without a message");
     }
 }
