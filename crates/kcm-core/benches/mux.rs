@@ -19,6 +19,8 @@
 //!   iteration: `rx_pass` of one message (preferring the endpoint, as the thread driving the
 //!   connection does), `recv`, `send` of the reply addressed to the request's connection,
 //!   `poll_transmit`, `handle_transmit`. Its time per element is the core's ns per request.
+//! - `request_reply_10k_conns`: the same with 10,000 connections attached and each request on
+//!   one drawn at random: the core's cost per request must not grow with the connections.
 //!
 //! Every iteration also drains `poll_event`, as the runtime does after each call under the
 //! lock. Messages are 32-byte Thrift frames (W3); they are `Bytes` clones, so no copying.
@@ -36,6 +38,9 @@ use kcm_core::MsgRun;
 
 /// Messages in one read pass or one send burst.
 const PASS: usize = 64;
+
+/// Connections attached for `request_reply_10k_conns`.
+const MANY_CONNS: usize = 10_000;
 
 /// Takes every pending event, as `Shared::drain` does in the runtime.
 fn drain(mux: &mut MuxCore) -> usize {
@@ -204,6 +209,32 @@ fn main() {
     assert_eq!(mux.stats().tx_msgs, PASS as u64);
     assert_eq!(mux.endpoint_stats(ep).map(|s| s.rx_msgs), Some(PASS as u64));
     g.bench_function("request_reply", |b| b.iter(|| cycle(&mut mux)));
+
+    // The same with many connections attached, each request on a connection drawn at random
+    // (a server answers its connections in the order their requests come, not in the order
+    // they became free to write).
+    let (mut mux, ep) = MuxCore::new(Kind::Datagram).expect("new mux");
+    let conns: Vec<ConnectionId> = (0..MANY_CONNS).map(|_| mux.attach()).collect();
+    drain(&mut mux);
+    let mut seed = 0x9e37_79b9_u64;
+    let mut cycle_many = |mux: &mut MuxCore| {
+        for _ in 0..PASS {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let conn = conns[(seed >> 33) as usize % conns.len()];
+            mux.rx_pass(conn, [request.clone()], Some(ep));
+            let read = mux.recv(ep, usize::MAX, false).expect("the request");
+            black_box(&read.data);
+            mux.send(ep, reply.clone(), SendFlags::default(), Some(read.conn))
+                .expect("room in the send buffer");
+            write_next(mux, ep);
+        }
+    };
+    cycle_many(&mut mux);
+    g.bench_function("request_reply_10k_conns", |b| {
+        b.iter(|| cycle_many(&mut mux))
+    });
     g.finish();
     c.final_summary();
 }

@@ -34,6 +34,7 @@
 //! # let _ = std::iter::from_fn(|| mux.poll_event()).count();
 //! ```
 
+mod index_fifo;
 mod rx;
 mod rx_batch;
 mod rx_queue;
@@ -200,9 +201,9 @@ pub struct MuxCore {
     conns: Vec<Option<Conn>>,
     next_gen: u32,
     rx_eligible: VecDeque<u32>,
-    ready_conns: VecDeque<u32>,
+    ready_conns: index_fifo::IndexFifo,
     hold: VecDeque<RxMsg>,
-    tx_avail: VecDeque<u32>,
+    tx_avail: index_fifo::IndexFifo,
     tx_waiting: VecDeque<u32>,
     stats: MuxStats,
     /// Aggregates of unattached connections (kernel: `aggregate_psock_stats` and
@@ -243,9 +244,9 @@ impl MuxCore {
             conns: Vec::new(),
             next_gen: 0,
             rx_eligible: VecDeque::new(),
-            ready_conns: VecDeque::new(),
+            ready_conns: index_fifo::IndexFifo::default(),
             hold: VecDeque::new(),
-            tx_avail: VecDeque::new(),
+            tx_avail: index_fifo::IndexFifo::default(),
             tx_waiting: VecDeque::new(),
             stats: MuxStats::default(),
             agg_conn: ConnStats::default(),
@@ -398,8 +399,8 @@ impl MuxCore {
         let reserved = c.tx_reserved_by;
         let backlog = c.backlog.is_some();
         self.stats.rx_ready_drops += dropped;
-        self.ready_conns.retain(|&x| x != ci);
-        self.tx_avail.retain(|&x| x != ci);
+        self.ready_conns.remove(ci);
+        self.tx_avail.remove(ci);
         self.stats.psock_unattach += 1;
         if backlog {
             // Held by its backlog: the messages are dropped (and the connection released)

@@ -284,7 +284,7 @@ impl MuxCore {
         if !self.hold.is_empty() {
             return;
         }
-        while let Some(&ci) = self.ready_conns.front() {
+        while let Some(ci) = self.ready_conns.front() {
             let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
                 self.ready_conns.pop_front();
                 continue;

@@ -159,7 +159,7 @@ fn check_rx(mux: &MuxCore) {
         }
     }
     let mut ready = std::collections::HashSet::new();
-    for &ci in &mux.ready_conns {
+    for ci in mux.ready_conns.iter() {
         assert!(ready.insert(ci), "connection {ci} twice on the ready FIFO");
     }
     let mut parked_any = false;
@@ -215,7 +215,7 @@ fn check_backlogs(mux: &MuxCore) {
         assert!(!b.queue.is_empty(), "{id}: empty backlog kept");
         assert_eq!(c.tx_reserved_by, None, "{id}: backlog and a reservation");
         assert!(
-            !c.tx_avail && !mux.tx_avail.contains(&id.index),
+            !c.tx_avail && !mux.tx_avail.contains(id.index),
             "{id}: backlog on an available connection"
         );
         let sum: usize = b.queue.iter().map(|m: &TxMsg| m.len).sum();
@@ -242,7 +242,7 @@ fn check_backlogs(mux: &MuxCore) {
 fn check_tx(mux: &MuxCore) {
     check_backlogs(mux);
     let mut avail = std::collections::HashSet::new();
-    for &ci in &mux.tx_avail {
+    for ci in mux.tx_avail.iter() {
         assert!(
             avail.insert(ci),
             "connection {ci} twice on the available FIFO"

@@ -487,7 +487,7 @@ impl MuxCore {
         }
         c.tx_avail = false;
         let writing = c.backlog.as_ref().is_some_and(|b| b.writing.is_some());
-        self.tx_avail.retain(|&x| x != ci);
+        self.tx_avail.remove(ci);
         self.abort_waiters(ci);
         // A backlog being written goes when the write is reported (handle_conn_transmit).
         if !writing {
@@ -589,27 +589,29 @@ impl MuxCore {
         };
         e.tx.reserved = Some(ci);
         e.tx.space_wait = false;
-        // An endpoint is on a waiter list only while `waiting` is set (`kick_tx` is the only
-        // place that adds one), so the common case, a reservation straight from `kick_tx`,
-        // skips the scan of every connection's waiter list.
+        // A waiting endpoint is on one waiter list, the one its head message's destination
+        // names (`kick_tx` puts it there and nowhere else; the mux tests check it), and only
+        // `release_conn` reserves for a waiting endpoint, after taking it off that list. (The
+        // lists were scanned here for it, every connection's: O(connections) per wait.)
         let was_waiting = std::mem::replace(&mut e.tx.waiting, false);
+        let waited_for = e.tx.queue.front().and_then(|m| m.target);
         let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
             return;
         };
         c.tx_reserved_by = Some(ei);
         c.stats.tx.reserved += 1;
         if std::mem::replace(&mut c.tx_avail, false) {
-            // On the FIFO once at most (the flag says so): find it, not a full `retain` pass.
-            if let Some(pos) = self.tx_avail.iter().position(|&x| x == ci) {
-                self.tx_avail.remove(pos);
-            }
+            // Out of the middle of the FIFO in O(1), however many connections wait in it.
+            self.tx_avail.remove(ci);
         }
-        if was_waiting {
-            self.tx_waiting.retain(|&x| x != ei);
-            for c in self.conns.iter_mut().flatten() {
-                c.addr_waiters.retain(|&x| x != ei);
-            }
-        }
+        debug_assert!(
+            !was_waiting
+                || match waited_for {
+                    Some(t) => self.conn(t).is_none_or(|c| !c.addr_waiters.contains(&ei)),
+                    None => !self.tx_waiting.contains(&ei),
+                },
+            "endpoint {ei} reserved a connection while still on a waiter list"
+        );
         self.events.push_back(Event::TxReady(EndpointId(ei)));
     }
 

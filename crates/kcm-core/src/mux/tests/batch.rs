@@ -67,7 +67,7 @@ fn rx_state(mux: &MuxCore) -> RxState {
         eps,
         conns,
         eligible: mux.rx_eligible.iter().copied().collect(),
-        ready: mux.ready_conns.iter().copied().collect(),
+        ready: mux.ready_conns.iter().collect(),
         hold: mux.hold.iter().map(|m| (m.data.clone(), m.conn)).collect(),
         proc: mux.proc_snapshot(),
     }

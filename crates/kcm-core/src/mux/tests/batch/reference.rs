@@ -73,7 +73,7 @@ pub(super) fn rcv_ready_one_by_one(mux: &mut MuxCore, ei: u32) {
     if !mux.hold.is_empty() {
         return;
     }
-    while let Some(&ci) = mux.ready_conns.front() {
+    while let Some(ci) = mux.ready_conns.front() {
         let Some(c) = mux.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
             mux.ready_conns.pop_front();
             continue;
