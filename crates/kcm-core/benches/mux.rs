@@ -21,6 +21,8 @@
 //!   `poll_transmit`, `handle_transmit`. Its time per element is the core's ns per request.
 //! - `request_reply_10k_conns`: the same with 10,000 connections attached and each request on
 //!   one drawn at random: the core's cost per request must not grow with the connections.
+//! - `attach_unattach_10k_conns`: 10,000 connections attached to a new mux, then unattached;
+//!   its time per element is the cost of one attach and one unattach.
 //!
 //! Every iteration also drains `poll_event`, as the runtime does after each call under the
 //! lock. Messages are 32-byte Thrift frames (W3); they are `Bytes` clones, so no copying.
@@ -234,6 +236,20 @@ fn main() {
     cycle_many(&mut mux);
     g.bench_function("request_reply_10k_conns", |b| {
         b.iter(|| cycle_many(&mut mux))
+    });
+
+    // Attaching and unattaching many connections: each must cost the same, not grow with the
+    // connections already attached.
+    g.throughput(Throughput::Elements(MANY_CONNS as u64));
+    g.bench_function("attach_unattach_10k_conns", |b| {
+        b.iter(|| {
+            let (mut mux, _) = MuxCore::new(Kind::Datagram).expect("new mux");
+            let ids: Vec<ConnectionId> = (0..MANY_CONNS).map(|_| mux.attach()).collect();
+            for id in ids {
+                let _ = mux.unattach(id, Default::default());
+            }
+            drain(&mut mux)
+        })
     });
     g.finish();
     c.final_summary();

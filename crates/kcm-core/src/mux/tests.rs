@@ -162,6 +162,12 @@ fn check_rx(mux: &MuxCore) {
     for ci in mux.ready_conns.iter() {
         assert!(ready.insert(ci), "connection {ci} twice on the ready FIFO");
     }
+    let mut free: Vec<u32> = mux.free_conns.iter().map(|r| r.0).collect();
+    free.sort_unstable();
+    let slots: Vec<u32> = (0..mux.conns.len() as u32)
+        .filter(|&i| mux.conns[i as usize].is_none())
+        .collect();
+    assert_eq!(free, slots, "the free list is the free slots, each once");
     let mut parked_any = false;
     for (ci, c) in mux.conns.iter().enumerate() {
         let Some(c) = c else {

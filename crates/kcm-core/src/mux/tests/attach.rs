@@ -46,6 +46,18 @@ fn connection_indices_are_the_lowest_free_and_ids_never_repeat() {
 }
 
 #[test]
+fn holes_are_filled_lowest_first_whatever_order_they_opened_in() {
+    let (mut mux, _) = mux(Kind::Datagram);
+    let ids: Vec<ConnectionId> = (0..5).map(|_| mux.attach()).collect();
+    for i in [3, 0, 4] {
+        assert_eq!(mux.unattach(ids[i], ParserStats::default()), Ok(false));
+    }
+    let again: Vec<u32> = (0..4).map(|_| mux.attach().index).collect();
+    assert_eq!(again, [0, 3, 4, 5]);
+    check_invariants(&mux);
+}
+
+#[test]
 fn attach_makes_the_connection_available_for_transmit() {
     let (mut mux, ep) = mux(Kind::Datagram);
     let a = mux.attach();
