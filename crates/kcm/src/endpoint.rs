@@ -162,6 +162,8 @@ impl Endpoint {
         Shared::drain(&mut st.core, &mut events);
         drop(st);
         self.shared.dispatch(events, None);
+        // Not busy: it may take what the engine left to the others.
+        self.shared.wake_parked_engine();
         Ok(Endpoint::from_parts(self.shared.clone(), id, io))
     }
 

@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     /// that a quiet connection's message is not left unread while the busy ones keep every
     /// thread supplied.
     pub(crate) rx_deferred: AtomicBool,
+    /// The engine stopped watching arrivals because every endpoint thread was busy
+    /// ([`Shared::park_rx`]): a thread that stops being busy, or a new endpoint, wakes it.
+    pub(crate) rx_parked: AtomicBool,
     /// The time origin of [`EpIo::last_poll`].
     pub(crate) epoch: Instant,
 }
@@ -128,6 +131,7 @@ impl Shared {
             busy_eps: std::sync::atomic::AtomicUsize::new(0),
             sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
             rx_deferred: AtomicBool::new(false),
+            rx_parked: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -146,14 +150,45 @@ impl Shared {
     /// Records whether an endpoint's thread is busy with messages it took or inside a blocking
     /// receive (`true`), or gone from the receive without a message (`false`).
     pub(crate) fn set_busy(&self, io: &EpIo, busy: bool) {
-        // Relaxed: a stale count only makes the engine read a little earlier or later.
         if io.busy.load(Ordering::Relaxed) != busy && io.busy.swap(busy, Ordering::Relaxed) != busy
         {
             if busy {
+                // Relaxed: a stale count only makes the engine read a little earlier or later.
                 self.busy_eps.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.busy_eps.fetch_sub(1, Ordering::Relaxed);
+                // SeqCst with `park_rx`: either the engine sees this thread idle and does not
+                // park, or this thread sees it parked and wakes it.
+                self.busy_eps.fetch_sub(1, Ordering::SeqCst);
+                self.wake_parked_engine();
             }
+        }
+    }
+
+    /// The engine asks to stop watching arrivals: `true` (and it is parked) when every
+    /// endpoint's thread is busy, so that each will look at its own epoll, whose ready list
+    /// holds the arrivals, before long (`Endpoint::poll_arrivals` while busy, its wait
+    /// otherwise). Reading them in the engine would only hand them to a thread that is not
+    /// free, and watching them costs the engine a wake-up per `busy_read_defer` for as long as
+    /// the threads stay busy (about 4,000 a second under the bench's W1 and W3).
+    pub(crate) fn park_rx(&self) -> bool {
+        self.rx_parked.store(true, Ordering::SeqCst);
+        let eps = self
+            .eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if eps > 0 && self.busy_eps.load(Ordering::SeqCst) >= eps {
+            return true;
+        }
+        self.rx_parked.store(false, Ordering::SeqCst);
+        false
+    }
+
+    /// Wakes the engine if it parked its watch on arrivals ([`Shared::park_rx`]): an endpoint
+    /// thread is free to take what it would read now.
+    pub(crate) fn wake_parked_engine(&self) {
+        if self.rx_parked.load(Ordering::SeqCst) {
+            self.engine.waker.wake();
         }
     }
 

@@ -258,6 +258,8 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -303,5 +305,48 @@ mod tests {
             "the read timeout"
         );
         assert_eq!(busy_eps(&ep), 0, "left without a message");
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn queued(eps: &[&Endpoint]) -> usize {
+        eps.iter().map(|e| e.queued().0).sum()
+    }
+
+    /// While every endpoint's thread is busy the engine leaves arrivals on their epolls and
+    /// stops watching (no wake-up per `busy_read_defer`); an endpoint that is free to take
+    /// them (here a new one) brings it back, and it reads them once nobody has (into
+    /// whichever endpoint's queue the eligible FIFO names).
+    #[test]
+    fn the_engine_parks_while_every_thread_is_busy_and_reads_once_one_is_free() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let a = Endpoint::new(Kind::Datagram).unwrap();
+        let b = a.clone_endpoint().unwrap();
+        a.attach(&server, crate::presets::by_name("thrift").unwrap())
+            .unwrap();
+        // Each endpoint's thread takes a message and keeps it: both busy, neither waiting.
+        client.write_all(&frame(b"1")).unwrap();
+        let _one = a.recv().unwrap();
+        client.write_all(&frame(b"2")).unwrap();
+        let _two = b.recv().unwrap();
+        assert_eq!(busy_eps(&a), 2);
+        client.write_all(&frame(b"3")).unwrap();
+        until("the engine parks", || {
+            a.shared.rx_parked.load(Ordering::SeqCst)
+        });
+        // Nobody reads it while both threads stay away (the engine would have after 300 µs).
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(queued(&[&a, &b]), 0, "read while every thread was busy");
+        let c = a.clone_endpoint().unwrap();
+        until("the engine reads it for the free endpoint", || {
+            queued(&[&a, &b, &c]) == 1
+        });
+        assert!(!a.shared.rx_parked.load(Ordering::SeqCst));
     }
 }
