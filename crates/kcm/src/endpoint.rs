@@ -163,7 +163,7 @@ impl Endpoint {
         drop(st);
         self.shared.dispatch(events, None);
         // Not busy: it may take what the engine left to the others.
-        self.shared.wake_parked_engine();
+        self.shared.wake_busy_engine();
         Ok(Endpoint::from_parts(self.shared.clone(), id, io))
     }
 

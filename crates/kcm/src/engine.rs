@@ -17,13 +17,14 @@
 //! message waiting never blocks in its epoll, so without that a quiet connection's message
 //! would wait for the whole window.
 //!
-//! When *every* endpoint's thread is busy the engine does not keep that window at all: it
-//! leaves the arrivals unharvested on `rx_epoll` and stops watching (`Shared::park_rx`), since
-//! what it read could only be queued for a thread that is not free, and each busy thread
-//! reads them itself as above. A thread that leaves its receive without a message, or a new
-//! endpoint, wakes it (`Shared::wake_parked_engine`; a 20 ms tick is the backstop), and the
-//! window applies again from then. Under the bench's W1 and W3, whose two workers are always
-//! busy, this took the engine from about 3,000–4,500 wake-ups a second to 50.
+//! While *every* endpoint's thread is busy the window is [`ALL_BUSY_DEFER`] (20 ms) instead
+//! (`Shared::window`): what the engine read could only be queued for a thread that is not
+//! free, and each busy thread reads the arrivals itself as above; the engine's read is then
+//! only for threads that never come back (so that errors and ends of stream are still seen).
+//! A thread that leaves its receive without a message, or a new endpoint, wakes the engine
+//! (`Shared::wake_busy_engine`), and the short window applies again at once. Under the bench's
+//! W1 and W3, whose two workers are always busy, this took the engine from about 3,000–4,500
+//! wake-ups a second to about 75.
 //!
 //! Its other duties: resume a transmit when a socket has write space again (the kernel's
 //! `tx_work`; the main epoll watches every connection for `EPOLLOUT`, edge-triggered, which
@@ -133,25 +134,32 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
     };
     let mut evs = Vec::new();
     let mut last_sweep = Instant::now();
-    // Reads left to busy endpoint threads: (when to read anyway, connection, its read count).
+    // Reads left to busy endpoint threads: (when they were left, connection, its read count).
     let mut deferred: VecDeque<(Instant, u64, u64)> = VecDeque::new();
     let mut rx_evs = Vec::new();
     // `rx_epoll` fired and was not armed again yet.
     let mut rx_disarmed = false;
-    // Disarmed with its arrivals left unharvested because every endpoint thread was busy
-    // (`Shared::park_rx`); armed again when one is not.
-    let mut parked = false;
+    // How long reads are left to busy threads: `busy_read_defer`, or `ALL_BUSY_DEFER` while
+    // every endpoint's thread is busy (`Shared::all_busy`).
+    let mut window = read_defer;
     loop {
         if io.stop.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        let now = Instant::now();
-        let next = [io.next_deadline(), deferred.front().map(|&(at, _, _)| at)]
+        let mut timeout = None;
+        if let Some(shared) = weak.upgrade() {
+            // Decided before the wait, so that a thread that stops being busy during it
+            // wakes us (`Shared::wake_busy_engine`).
+            window = shared.window(read_defer);
+            let now = Instant::now();
+            let next = [
+                io.next_deadline(),
+                deferred.front().map(|&(at, _, _)| at + window),
+            ]
             .into_iter()
             .flatten()
             .min();
-        let mut timeout = next.map(|d| d.saturating_duration_since(now));
-        if let Some(shared) = weak.upgrade() {
+            timeout = next.map(|d| d.saturating_duration_since(now));
             if shared.has_reaps() {
                 timeout = Some(timeout.map_or(REAP_TICK, |t| t.min(REAP_TICK)));
             }
@@ -163,10 +171,8 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             }
         }
         if rx_disarmed {
-            // Arrivals cannot wake us until `rx_epoll` is armed again: come back to do it
-            // (while parked, a thread that stops being busy wakes us; the tick is a backstop).
-            let back = if parked { PARK_TICK } else { read_defer };
-            timeout = Some(timeout.map_or(back, |t| t.min(back)));
+            // Arrivals cannot wake us until `rx_epoll` is armed again: come back to do it.
+            timeout = Some(timeout.map_or(window, |t| t.min(window)));
         }
         if io.epoll.wait(&mut evs, timeout).is_err() {
             // Only EBADF/EINVAL are possible here, i.e. the mux is gone.
@@ -195,18 +201,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
                 shared.drive_rx(&conn, None, &mut events);
             }
         }
-        if parked && !shared.park_rx() {
-            // A thread is free again: watch arrivals (at once if some are waiting).
-            parked = false;
-            shared.rx_parked.store(false, Ordering::SeqCst);
-            rx_disarmed = !io.arm_rx();
-        }
-        if arrivals && deferred.is_empty() && shared.park_rx() {
-            // Every endpoint thread is busy: each will find these arrivals on its own epoll's
-            // ready list. They stay on `rx_epoll`'s too, unharvested, for when one is free.
-            parked = true;
-            arrivals = false;
-        }
+        // A thread may have stopped being busy during the wait (it woke us): the reads left
+        // longer than `busy_read_defer` are due now.
+        window = shared.window(read_defer);
         if arrivals {
             // One wake-up for every connection that had bytes arrive since the last one.
             let _ = io.rx_epoll.wait(&mut rx_evs, Some(Duration::ZERO));
@@ -219,10 +216,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
                     // No endpoint thread was waiting in its epoll (else one would have been
                     // woken instead), and at least one will look at it soon: the bytes are
                     // already on its epoll's ready list and it will read them itself, with no
-                    // hand-off. If nobody has read the connection within `busy_read_defer`,
-                    // we do.
+                    // hand-off. If nobody has read the connection within the window, we do.
                     let reads = conn.reads.load(Ordering::Relaxed);
-                    deferred.push_back((Instant::now() + read_defer, key, reads));
+                    deferred.push_back((Instant::now(), key, reads));
                 } else {
                     shared.drive_rx(&conn, None, &mut events);
                 }
@@ -230,7 +226,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
         let now = Instant::now();
         while let Some(&(at, key, reads)) = deferred.front() {
-            if at > now {
+            if at + window > now {
                 break;
             }
             deferred.pop_front();
@@ -241,11 +237,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             }
         }
         // While reads are deferred, further arrivals wait for the deadline (they are on the
-        // busy threads' ready lists too): the engine wakes once per `busy_read_defer` at most, not
-        // once per arrival.
-        if parked {
-            rx_disarmed = true;
-        } else if (arrivals || rx_disarmed) && deferred.is_empty() {
+        // busy threads' ready lists too): the engine wakes once per window at most, not once
+        // per arrival.
+        if (arrivals || rx_disarmed) && deferred.is_empty() {
             rx_disarmed = !io.arm_rx();
         } else if arrivals {
             rx_disarmed = true;
@@ -277,6 +271,9 @@ const SWEEP_TICK: Duration = Duration::from_millis(200);
 
 const REAP_TICK: Duration = Duration::from_millis(20);
 
-/// While parked, how often the engine looks whether every endpoint thread is still busy, in
-/// case a wake-up went missing.
-const PARK_TICK: Duration = Duration::from_millis(20);
+/// While every endpoint's thread is busy, how long arrivals are left to them (instead of
+/// `busy_read_defer`): what the engine read could only be queued for a thread that is not
+/// free, and each busy thread reads them itself when it comes back. The engine still reads
+/// them in the end, for threads that never come back (errors and end of stream are seen,
+/// statistics move).
+pub(crate) const ALL_BUSY_DEFER: Duration = Duration::from_millis(20);

@@ -67,9 +67,9 @@
 //! - **Progress without the caller**: a message accepted by `send` is written out even if
 //!   the sender never calls again (the engine thread resumes on write space), and messages
 //!   arriving while no worker is waiting are read and queued: by a busy thread when it comes
-//!   back for its next message (it looks at its epoll at most every 100 µs), else, for an
-//!   endpoint whose thread is not busy, by the engine thread after
-//!   `MuxOptions::busy_read_defer` (300 µs by default).
+//!   back for its next message (it looks at its epoll at most every 100 µs), else by the
+//!   engine thread after `MuxOptions::busy_read_defer` (300 µs by default; 20 ms while every
+//!   endpoint's thread is busy, since there is nobody free to take them).
 //! - **Backpressure, not buffering**: when no endpoint can take a message, the connection
 //!   parks it and is not read until one can; TCP flow control stops the peer, as in the kernel.
 //!   Parked connections take turns: one that an endpoint could not empty goes to the back.

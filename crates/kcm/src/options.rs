@@ -31,8 +31,8 @@ pub struct MuxOptions {
     /// message (it looks at most every 100 µs), with no hand-off; the engine's read is the
     /// backstop for threads that stay away longer, for the endpoints whose threads are not
     /// busy to take. (While every endpoint's thread is busy there is no such endpoint, and
-    /// the engine leaves the bytes to the threads until one is free.) Shorter: such threads
-    /// delay new messages less; longer: fewer engine wake-ups.
+    /// the engine waits 20 ms instead, or until one is free.) Shorter: such threads delay new
+    /// messages less; longer: fewer engine wake-ups.
     /// Default 300 µs. Values below a millisecond are kept exactly where the kernel has
     /// `epoll_pwait2` (Linux 5.11 and later; not tried under a seccomp filter) and rounded up
     /// to whole milliseconds elsewhere

@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kcm_core::mux::{ConnectionId, EndpointId, Event, Kind, MuxCore, TxResult};
 use kcm_core::MsgRun;
@@ -90,9 +90,10 @@ pub(crate) struct Shared {
     /// that a quiet connection's message is not left unread while the busy ones keep every
     /// thread supplied.
     pub(crate) rx_deferred: AtomicBool,
-    /// The engine stopped watching arrivals because every endpoint thread was busy
-    /// ([`Shared::park_rx`]): a thread that stops being busy, or a new endpoint, wakes it.
-    pub(crate) rx_parked: AtomicBool,
+    /// Every endpoint's thread was busy when the engine last looked ([`Shared::window`]): it
+    /// leaves arrivals to them for longer, and a thread that stops being busy, or a new
+    /// endpoint, wakes it.
+    pub(crate) all_busy: AtomicBool,
     /// The time origin of [`EpIo::last_poll`].
     pub(crate) epoch: Instant,
 }
@@ -131,7 +132,7 @@ impl Shared {
             busy_eps: std::sync::atomic::AtomicUsize::new(0),
             sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
             rx_deferred: AtomicBool::new(false),
-            rx_parked: AtomicBool::new(false),
+            all_busy: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -156,38 +157,40 @@ impl Shared {
                 // Relaxed: a stale count only makes the engine read a little earlier or later.
                 self.busy_eps.fetch_add(1, Ordering::Relaxed);
             } else {
-                // SeqCst with `park_rx`: either the engine sees this thread idle and does not
-                // park, or this thread sees it parked and wakes it.
+                // SeqCst with `window`: either the engine sees this thread free, or this
+                // thread sees `all_busy` and wakes it.
                 self.busy_eps.fetch_sub(1, Ordering::SeqCst);
-                self.wake_parked_engine();
+                self.wake_busy_engine();
             }
         }
     }
 
-    /// The engine asks to stop watching arrivals: `true` (and it is parked) when every
-    /// endpoint's thread is busy, so that each will look at its own epoll, whose ready list
-    /// holds the arrivals, before long (`Endpoint::poll_arrivals` while busy, its wait
-    /// otherwise). Reading them in the engine would only hand them to a thread that is not
-    /// free, and watching them costs the engine a wake-up per `busy_read_defer` for as long as
-    /// the threads stay busy (about 4,000 a second under the bench's W1 and W3).
-    pub(crate) fn park_rx(&self) -> bool {
-        self.rx_parked.store(true, Ordering::SeqCst);
+    /// How long the engine leaves arrivals to busy endpoint threads: `read_defer`, or
+    /// `engine::ALL_BUSY_DEFER` while every endpoint's thread is busy, since each will look at
+    /// its own epoll, whose ready list holds the arrivals, before long
+    /// (`Endpoint::poll_arrivals` while busy, its wait otherwise), and reading them in the
+    /// engine would only queue them for a thread that is not free. With `read_defer` alone
+    /// the engine woke once per window for as long as the threads stayed busy (about 4,000
+    /// times a second under the bench's W1 and W3). Marks [`Shared::all_busy`] so that a
+    /// thread that stops being busy wakes the engine.
+    pub(crate) fn window(&self, read_defer: Duration) -> Duration {
+        self.all_busy.store(true, Ordering::SeqCst);
         let eps = self
             .eps
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         if eps > 0 && self.busy_eps.load(Ordering::SeqCst) >= eps {
-            return true;
+            return crate::engine::ALL_BUSY_DEFER.max(read_defer);
         }
-        self.rx_parked.store(false, Ordering::SeqCst);
-        false
+        self.all_busy.store(false, Ordering::SeqCst);
+        read_defer
     }
 
-    /// Wakes the engine if it parked its watch on arrivals ([`Shared::park_rx`]): an endpoint
-    /// thread is free to take what it would read now.
-    pub(crate) fn wake_parked_engine(&self) {
-        if self.rx_parked.load(Ordering::SeqCst) {
+    /// Wakes the engine if it last found every endpoint's thread busy ([`Shared::window`]):
+    /// one is free now, and arrivals left longer than `busy_read_defer` are due.
+    pub(crate) fn wake_busy_engine(&self) {
+        if self.all_busy.load(Ordering::SeqCst) {
             self.engine.waker.wake();
         }
     }
