@@ -122,7 +122,10 @@ pub use proc::{proc_net_kcm, proc_net_kcm_stats};
 /// [`Endpoint::set_read_timeout`]) are kept on this machine: a 64-bit target, a kernel with
 /// `epoll_pwait2` (Linux 5.11 and later) and no seccomp filter on the process (one might kill
 /// it for the call rather than refuse it, so kcm does not try). Where not, they are rounded
-/// up to whole milliseconds, as `epoll_wait` takes them.
+/// up to whole milliseconds, as `epoll_wait` takes them. `KCM_EPOLL_PWAIT2=try` in the
+/// environment tries the call under a seccomp filter too (for a filter known to allow it or
+/// to refuse it with an error, as Docker's default profile does), and `KCM_EPOLL_PWAIT2=never`
+/// keeps every wait in milliseconds; the first timed wait decides, for the whole process.
 ///
 /// ```
 /// if !kcm::sub_millisecond_timeouts() {

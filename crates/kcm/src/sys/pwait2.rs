@@ -12,8 +12,12 @@
 //! full descriptor table for `available`'s own probe) is not taken for an answer. A process
 //! under a seccomp filter never tries it: a filter written before the call existed may kill
 //! the process for it (SIGSYS) rather than refuse it, and that cannot be asked about without
-//! trying (rustix declines to probe for the same reason). 32-bit targets never use it: the
-//! kernel's timespec there is not libc's.
+//! trying (rustix declines to probe for the same reason). `KCM_EPOLL_PWAIT2=try` in the
+//! environment tries it all the same, for a process whose filter is known to allow or refuse
+//! it (Docker's default profile has allowed it since the 20.10 releases of 2021, moby PR
+//! 41971; snapd's base template only since the end of 2024), and `KCM_EPOLL_PWAIT2=never`
+//! never uses it; any other value, or none, leaves the choice to kcm. 32-bit targets never
+//! use it: the kernel's timespec there is not libc's.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -56,7 +60,8 @@ pub(crate) fn wait(
         ABSENT => return None,
         _ => {}
     }
-    if cfg!(not(target_pointer_width = "64")) || under_seccomp_filter() {
+    let asked = Policy::from_env(std::env::var("KCM_EPOLL_PWAIT2").ok().as_deref());
+    if cfg!(not(target_pointer_width = "64")) || !asked.tries(under_seccomp_filter) {
         STATE.store(ABSENT, Ordering::Relaxed);
         return None;
     }
@@ -70,6 +75,36 @@ pub(crate) fn wait(
         Err(_) => {}
     }
     Some(r)
+}
+
+/// What the environment asks of `epoll_pwait2` (`KCM_EPOLL_PWAIT2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    /// Unset, or a value kcm does not know: try it unless a seccomp filter applies.
+    Auto,
+    /// `try`: even under a seccomp filter.
+    Try,
+    /// `never`.
+    Never,
+}
+
+impl Policy {
+    fn from_env(value: Option<&str>) -> Policy {
+        match value.map(str::trim) {
+            Some("try") => Policy::Try,
+            Some("never") => Policy::Never,
+            _ => Policy::Auto,
+        }
+    }
+
+    /// Whether to try the call; `filtered` is asked only when it decides.
+    fn tries(self, filtered: impl FnOnce() -> bool) -> bool {
+        match self {
+            Policy::Auto => !filtered(),
+            Policy::Try => true,
+            Policy::Never => false,
+        }
+    }
 }
 
 /// Whether a seccomp filter applies to this process (`Seccomp: 2` in `/proc/self/status`).
@@ -148,6 +183,24 @@ mod tests {
             seccomp_filtered("Name:\tkcm\n"),
             "an older kernel that does not say"
         );
+    }
+
+    /// `KCM_EPOLL_PWAIT2` overrides the seccomp rule either way; anything else leaves it.
+    #[test]
+    fn the_environment_can_force_or_forbid_the_call() {
+        let filtered = || true;
+        let clear = || false;
+        assert!(Policy::from_env(Some("try")).tries(filtered));
+        assert!(Policy::from_env(Some(" try\n")).tries(filtered));
+        assert!(!Policy::from_env(Some("never")).tries(clear));
+        for v in [None, Some(""), Some("yes"), Some("TRY")] {
+            assert_eq!(Policy::from_env(v), Policy::Auto, "{v:?}");
+            assert!(!Policy::from_env(v).tries(filtered));
+            assert!(Policy::from_env(v).tries(clear));
+        }
+        // The filter is not looked up when the environment decides.
+        assert!(Policy::Try.tries(|| unreachable!()));
+        assert!(!Policy::Never.tries(|| unreachable!()));
     }
 
     /// A ready descriptor is reported with its key and flags, as `epoll_wait` reports it.
