@@ -289,6 +289,10 @@ impl Endpoint {
     /// Makes calls fail with `WouldBlock` instead of waiting (`O_NONBLOCK`).
     pub fn set_nonblocking(&self, on: bool) {
         self.nonblocking.store(on, Ordering::Relaxed);
+        if on {
+            // From now on it waits for its descriptor, not in its epoll (see `recv_inner`).
+            self.shared.set_busy(&self.io, false);
+        }
     }
 
     /// Whether calls are non-blocking.

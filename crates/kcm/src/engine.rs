@@ -5,13 +5,16 @@
 //! Because exclusive wake-ups go to the first registered epoll that has a waiter, a
 //! connection's new bytes wake a thread blocked in an endpoint's `recv` whenever there is one,
 //! and reach the engine only when no endpoint thread is waiting in its epoll. Then, if some
-//! endpoint thread is busy — it took messages and will be back for more, or it is inside a
-//! blocking receive on its way into (or out of) its wait — the bytes are left to it (they are
+//! endpoint thread is busy — it took messages with a blocking receive and will be back for
+//! more, or it is inside one on its way into (or out of) its wait; a non-blocking caller, who
+//! waits for the endpoint's descriptor instead, never counts — the bytes are left to it (they are
 //! on its epoll's ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (300 µs by
 //! default): reading them here would only queue messages nobody is free to take and cost a
 //! hand-off between threads. `rx_epoll` is nested in the engine's main epoll with
 //! `EPOLLONESHOT` and armed again only once the deferred reads are settled, so busy endpoint
-//! threads cost the engine one wake-up per window, not one per arrival. Meanwhile
+//! threads cost the engine one wake-up per window, not one per arrival (and bytes that arrive
+//! during a window are noticed at its end: the engine reads them one to two windows after
+//! they came, if nobody did). Meanwhile
 //! `Shared::rx_deferred` is raised, and a busy thread that comes back for its next message
 //! reads what became readable itself (at most every 100 µs): a thread that always has a
 //! message waiting never blocks in its epoll, so without that a quiet connection's message

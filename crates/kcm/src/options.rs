@@ -25,9 +25,10 @@ pub struct MuxOptions {
     /// `false` steers strictly by the eligible FIFO, as the kernel.
     pub prefer_local: bool,
     /// While no endpoint thread is waiting in its epoll but some will look at it soon (it is
-    /// busy with messages it took, or inside a blocking receive on its way into or out of the
-    /// wait), how long new bytes on a connection are left to those threads before the engine
-    /// thread reads them itself. A busy thread reads them when it comes back for its next
+    /// busy with messages it took with a blocking receive, or inside one on its way into or
+    /// out of the wait; a non-blocking endpoint's caller never counts), how long new bytes on a connection are left to those threads before the engine
+    /// thread reads them itself (one to two windows after they arrive: while it waits out one
+    /// window the engine notices new arrivals only at its end). A busy thread reads them when it comes back for its next
     /// message (it looks at most every 100 µs), with no hand-off; the engine's read is the
     /// backstop for threads that stay away longer, for the endpoints whose threads are not
     /// busy to take. (While every endpoint's thread is busy there is no such endpoint, and

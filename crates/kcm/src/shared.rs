@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -74,9 +74,10 @@ pub(crate) struct Shared {
     reaps: Mutex<Vec<ConnectionId>>,
     /// Some connection may hold a read buffer it no longer needs.
     pub(crate) sweep_pending: std::sync::atomic::AtomicBool,
-    /// Endpoints whose thread is busy with messages it took, or inside a blocking receive
-    /// (waiting, or on its way into or out of the wait): a thread that will look at its epoll
-    /// before long. While there is one, the engine leaves new bytes to it for a moment
+    /// Endpoints whose thread is busy with messages it took with a blocking receive, or inside
+    /// one (waiting, or on its way into or out of the wait): a thread that will look at its
+    /// epoll before long. A non-blocking endpoint never counts: its caller waits for the
+    /// endpoint's descriptor, which only the engine's reads make readable. While there is one, the engine leaves new bytes to it for a moment
     /// instead of reading them itself and handing the messages over (see
     /// `MuxOptions::busy_read_defer`). A blocking receive used to count only once it had a
     /// message, so bytes that arrived while a thread was between its wait and its next one
@@ -94,6 +95,14 @@ pub(crate) struct Shared {
     /// leaves arrivals to them for longer, and a thread that stops being busy, or a new
     /// endpoint, wakes it.
     pub(crate) all_busy: AtomicBool,
+    /// The window while every endpoint's thread is busy, in nanoseconds:
+    /// `engine::ALL_BUSY_DEFER`, or `busy_read_defer` if longer. (An atomic so that tests can
+    /// lengthen it and tell a wake-up from the window's end.)
+    pub(crate) all_busy_defer: AtomicU64,
+    /// How many times [`Shared::wake_busy_engine`] woke the engine (tests only: the engine's
+    /// other timers, such as the buffer sweep, would wake it within 200 ms anyway).
+    #[cfg(test)]
+    pub(crate) busy_wakes: AtomicU64,
     /// The time origin of [`EpIo::last_poll`].
     pub(crate) epoch: Instant,
 }
@@ -115,6 +124,8 @@ impl Shared {
         core: MuxCore,
         engine: Arc<EngineIo>,
     ) -> Shared {
+        let all_busy_defer = crate::engine::ALL_BUSY_DEFER.max(opts.busy_read_defer);
+        let all_busy_defer = u64::try_from(all_busy_defer.as_nanos()).unwrap_or(u64::MAX);
         Shared {
             kind,
             opts,
@@ -133,6 +144,9 @@ impl Shared {
             sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
             rx_deferred: AtomicBool::new(false),
             all_busy: AtomicBool::new(false),
+            all_busy_defer: AtomicU64::new(all_busy_defer),
+            #[cfg(test)]
+            busy_wakes: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -148,8 +162,9 @@ impl Shared {
         }
     }
 
-    /// Records whether an endpoint's thread is busy with messages it took or inside a blocking
-    /// receive (`true`), or gone from the receive without a message (`false`).
+    /// Records whether an endpoint's thread is busy with messages it took with a blocking
+    /// receive or inside one (`true`), or gone from the receive without a message, or
+    /// non-blocking (`false`).
     pub(crate) fn set_busy(&self, io: &EpIo, busy: bool) {
         if io.busy.load(Ordering::Relaxed) != busy && io.busy.swap(busy, Ordering::Relaxed) != busy
         {
@@ -181,7 +196,7 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         if eps > 0 && self.busy_eps.load(Ordering::SeqCst) >= eps {
-            return crate::engine::ALL_BUSY_DEFER.max(read_defer);
+            return Duration::from_nanos(self.all_busy_defer.load(Ordering::Relaxed));
         }
         self.all_busy.store(false, Ordering::SeqCst);
         read_defer
@@ -191,6 +206,8 @@ impl Shared {
     /// one is free now, and arrivals left longer than `busy_read_defer` are due.
     pub(crate) fn wake_busy_engine(&self) {
         if self.all_busy.load(Ordering::SeqCst) {
+            #[cfg(test)]
+            self.busy_wakes.fetch_add(1, Ordering::Relaxed);
             self.engine.waker.wake();
         }
     }

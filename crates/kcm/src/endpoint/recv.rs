@@ -114,7 +114,9 @@ impl Endpoint {
                 st = self.shared.lock();
             }
             n += out.take(&mut st.core, self.id, max - n);
-            self.shared.set_busy(&self.io, true);
+            // A non-blocking caller waits for the endpoint's descriptor, not in its epoll: it
+            // reads no connection while it waits, so it never counts as busy (`recv_inner`).
+            self.shared.set_busy(&self.io, !self.is_nonblocking());
             Shared::drain(&mut st.core, &mut events);
         }
         self.shared.dispatch(events, Some(self.id));
@@ -185,8 +187,12 @@ impl Endpoint {
                 // A thread in a blocking receive counts as busy until it leaves without a
                 // message: it will look at its epoll, whose ready list holds every arrival the
                 // engine is woken for while the thread is not yet (or no longer) waiting in
-                // it, so the engine need not read and hand over those bytes.
-                self.shared.set_busy(&self.io, r.is_some() || !nonblocking);
+                // it, so the engine need not read and hand over those bytes. A non-blocking
+                // receive never counts, message or not: its caller waits for the endpoint's
+                // descriptor in its own loop, which only the engine's reads make readable, so
+                // bytes left to it would wait out the engine's window (20 ms while no endpoint
+                // is free).
+                self.shared.set_busy(&self.io, !nonblocking);
                 if let Some(r) = r {
                     drop(st);
                     self.shared.dispatch(events, Some(self.id));
@@ -271,7 +277,7 @@ mod tests {
     }
 
     /// Waits (up to 5 s) until `f` holds.
-    fn until(what: &str, f: impl Fn() -> bool) {
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
         let t = Instant::now();
         while !f() {
             assert!(t.elapsed() < Duration::from_secs(5), "never: {what}");
@@ -317,14 +323,10 @@ mod tests {
         eps.iter().map(|e| e.queued().0).sum()
     }
 
-    /// While every endpoint's thread is busy the engine leaves arrivals to them for
-    /// `ALL_BUSY_DEFER` rather than `busy_read_defer` (one wake-up per window instead of one
-    /// per 300 µs while they stay busy), and reads them in the end all the same, for threads
-    /// that never come back. (That it reads them sooner once an endpoint is free, woken by
-    /// it, is not checked here: only a timed assertion could tell it from the window's end.)
-    #[test]
-    fn arrivals_wait_longer_while_every_thread_is_busy_and_are_read_in_the_end() {
-        assert!(crate::engine::ALL_BUSY_DEFER >= Duration::from_millis(10));
+    /// Two endpoints whose threads each took a message and keep it (both busy, neither
+    /// waiting), with the engine's window while all are busy made a minute long, so that only
+    /// a wake-up can make it read sooner.
+    fn both_busy() -> (Endpoint, Endpoint, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
@@ -333,7 +335,9 @@ mod tests {
         let b = a.clone_endpoint().unwrap();
         a.attach(&server, crate::presets::by_name("thrift").unwrap())
             .unwrap();
-        // Each endpoint's thread takes a message and keeps it: both busy, neither waiting.
+        a.shared
+            .all_busy_defer
+            .store(60_000_000_000, Ordering::Relaxed);
         client.write_all(&frame(b"1")).unwrap();
         let _one = a.recv().unwrap();
         client.write_all(&frame(b"2")).unwrap();
@@ -343,17 +347,62 @@ mod tests {
             a.shared.all_busy.load(Ordering::SeqCst)
         });
         client.write_all(&frame(b"3")).unwrap();
-        // Well past `busy_read_defer`, well short of `ALL_BUSY_DEFER`: a slow machine can
-        // only make the engine read later, so this holds unless it reads too soon.
+        // Well past `busy_read_defer`: a slow machine can only make the engine read later,
+        // so this holds unless it reads too soon.
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(queued(&[&a, &b]), 0, "read while every thread was busy");
-        until("the engine reads it in the end", || queued(&[&a, &b]) == 1);
-        // A new endpoint is free: the engine uses the short window again.
+        (a, b, client)
+    }
+
+    /// While every endpoint's thread is busy the engine leaves arrivals to them for the long
+    /// window (`ALL_BUSY_DEFER`); a new endpoint, free to take them, wakes it, and it reads
+    /// them once `busy_read_defer` has passed. (The wake-up is checked by its count: the
+    /// engine's buffer sweep would wake it within 200 ms anyway, so the read alone cannot
+    /// tell.)
+    #[test]
+    fn a_new_endpoint_wakes_the_engine_to_read_what_busy_threads_left() {
+        let (a, b, _client) = both_busy();
+        let woken = a.shared.busy_wakes.load(Ordering::Relaxed);
         let c = a.clone_endpoint().unwrap();
-        until("the engine sees a free endpoint", || {
-            !a.shared.all_busy.load(Ordering::SeqCst)
+        assert!(
+            a.shared.busy_wakes.load(Ordering::Relaxed) > woken,
+            "not woken"
+        );
+        until("read for the free endpoint", || queued(&[&a, &b, &c]) == 1);
+        assert!(!a.shared.all_busy.load(Ordering::SeqCst));
+    }
+
+    /// The same when a busy thread's endpoint turns non-blocking: its caller now waits for
+    /// the descriptor, which only the engine's reads make readable.
+    #[test]
+    fn an_endpoint_turning_non_blocking_wakes_the_engine() {
+        let (a, b, _client) = both_busy();
+        let woken = a.shared.busy_wakes.load(Ordering::Relaxed);
+        b.set_nonblocking(true);
+        assert!(
+            a.shared.busy_wakes.load(Ordering::Relaxed) > woken,
+            "not woken"
+        );
+        assert_eq!(busy_eps(&a), 1);
+        until("read once an endpoint is free", || queued(&[&a, &b]) == 1);
+    }
+
+    /// A non-blocking batch receive that takes messages does not count as busy (its caller
+    /// waits for the descriptor, not in the epoll).
+    #[test]
+    fn a_non_blocking_batch_receive_is_not_busy() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let a = Endpoint::new(Kind::Datagram).unwrap();
+        a.attach(&server, crate::presets::by_name("thrift").unwrap())
+            .unwrap();
+        client.write_all(&frame(b"1")).unwrap();
+        a.set_nonblocking(true);
+        let mut got = Vec::new();
+        until("a message", || {
+            a.recv_batch(&mut got, 4).is_ok_and(|n| n == 1)
         });
-        client.write_all(&frame(b"4")).unwrap();
-        until("read for the free endpoint", || queued(&[&a, &b, &c]) == 2);
+        assert_eq!(busy_eps(&a), 0);
     }
 }
