@@ -25,8 +25,11 @@ const BATCH: usize = 256;
 /// waiting, and at once when none is: a reply waits for at most a few more requests' work,
 /// while the client gets fewer, fuller writes (and fewer wake-ups). W2, 3 reps each, after
 /// busy threads began to read quiet connections themselves: 2 → 1.22× `thread`'s QPS, p99
-/// 0.82×; 4 → 1.34, 0.72; 8 → 1.50, 0.62; 16 → 1.46, 0.72; unbounded → 1.42, 0.74.
-const REPLY_BATCH: usize = 8;
+/// 0.82×; 4 → 1.34, 0.72; 8 → 1.50, 0.62; 16 → 1.46, 0.72; unbounded → 1.42, 0.74. Again
+/// once the engine stopped waking every 300 µs while both workers are busy (3510d60): 4 →
+/// 1.43, 1.44; 8 → 1.54–1.58 in five runs; 16 → 1.59–1.65 in seven (p99 0.61–0.63 for both);
+/// 24 → 1.58, 1.61; 32 → 1.52, 1.63; 64 → 1.56, 1.56.
+const REPLY_BATCH: usize = 16;
 
 /// A reply held back while requests with CPU work wait (see [`REPLY_BATCH`]): an
 /// acknowledgement, or an echo of the request (a zero-copy slice of its read buffer, which the
