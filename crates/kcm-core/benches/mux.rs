@@ -79,6 +79,24 @@ fn write_next(mux: &mut MuxCore, ep: EndpointId) -> usize {
     len
 }
 
+/// One request through the core, as the thread driving its connection handles it: `rx_pass`
+/// of the request preferring the endpoint, `recv`, `send` of the reply addressed to the
+/// request's connection, and the reply's write.
+fn request_reply(
+    mux: &mut MuxCore,
+    ep: EndpointId,
+    conn: ConnectionId,
+    request: &Bytes,
+    reply: &Bytes,
+) {
+    mux.rx_pass(conn, [request.clone()], Some(ep));
+    let read = mux.recv(ep, usize::MAX, false).expect("the request");
+    black_box(&read.data);
+    mux.send(ep, reply.clone(), SendFlags::default(), Some(read.conn))
+        .expect("room in the send buffer");
+    write_next(mux, ep);
+}
+
 fn main() {
     let mut c = common::criterion();
     let request = Bytes::from(common::thrift_stream(32, 1));
@@ -199,12 +217,7 @@ fn main() {
     drain(&mut mux);
     let cycle = |mux: &mut MuxCore| {
         for _ in 0..PASS {
-            mux.rx_pass(conn, [request.clone()], Some(ep));
-            let read = mux.recv(ep, usize::MAX, false).expect("the request");
-            black_box(&read.data);
-            mux.send(ep, reply.clone(), SendFlags::default(), Some(read.conn))
-                .expect("room in the send buffer");
-            write_next(mux, ep);
+            request_reply(mux, ep, conn, &request, &reply);
         }
     };
     cycle(&mut mux);
@@ -225,12 +238,7 @@ fn main() {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let conn = conns[(seed >> 33) as usize % conns.len()];
-            mux.rx_pass(conn, [request.clone()], Some(ep));
-            let read = mux.recv(ep, usize::MAX, false).expect("the request");
-            black_box(&read.data);
-            mux.send(ep, reply.clone(), SendFlags::default(), Some(read.conn))
-                .expect("room in the send buffer");
-            write_next(mux, ep);
+            request_reply(mux, ep, conn, &request, &reply);
         }
     };
     cycle_many(&mut mux);
