@@ -1,24 +1,22 @@
 //! The background engine thread: progress that no caller is there to make.
 //!
-//! One thread per mux. Every connection is registered *last* in a receive epoll of the
-//! engine's (`rx_epoll`) with `EPOLLIN | EPOLLEXCLUSIVE | EPOLLET`, as in the endpoints' epolls.
-//! Because exclusive wake-ups go to the first registered epoll that has a waiter, a
-//! connection's new bytes wake a thread blocked in an endpoint's `recv` whenever there is one,
-//! and reach the engine only when no endpoint thread is waiting in its epoll. Then, if some
-//! endpoint thread is busy — it took messages with a blocking receive and will be back for
-//! more, or it is inside one on its way into (or out of) its wait; a non-blocking caller, who
-//! waits for the endpoint's descriptor instead, never counts — the bytes are left to it (they are
-//! on its epoll's ready list too) for up to [`MuxOptions::busy_read_defer`](crate::MuxOptions) (300 µs by
-//! default): reading them here would only queue messages nobody is free to take and cost a
-//! hand-off between threads. `rx_epoll` is nested in the engine's main epoll with
-//! `EPOLLONESHOT` and armed again only once the deferred reads are settled, so busy endpoint
-//! threads cost the engine one wake-up per window, not one per arrival (and bytes that arrive
-//! during a window are noticed at its end: the engine reads them one to two windows after
-//! they came, if nobody did). Meanwhile
-//! `Shared::rx_deferred` is raised, and a busy thread that comes back for its next message
-//! reads what became readable itself (at most every 100 µs): a thread that always has a
-//! message waiting never blocks in its epoll, so without that a quiet connection's message
-//! would wait for the whole window.
+//! One thread per mux. Every connection is registered *last* in a receive epoll of the engine's
+//! (`rx_epoll`) with `EPOLLIN | EPOLLEXCLUSIVE | EPOLLET`, as in the endpoints' epolls. Because
+//! exclusive wake-ups go to the first registered epoll that has a waiter, a connection's new bytes
+//! wake a thread blocked in an endpoint's `recv` whenever there is one, and reach the engine only
+//! when no endpoint thread is waiting in its epoll. Then, if some endpoint thread is busy — it took
+//! messages with a blocking receive and will be back for more, or it is inside one on its way into
+//! (or out of) its wait; a non-blocking caller, who waits for the endpoint's descriptor instead,
+//! never counts — the bytes are left to it (they are on its epoll's ready list too) for up to
+//! [`MuxOptions::busy_read_defer`](crate::MuxOptions) (300 µs by default): reading them here would
+//! only queue messages nobody is free to take and cost a hand-off between threads. `rx_epoll` is
+//! nested in the engine's main epoll with `EPOLLONESHOT` and armed again only once the deferred
+//! reads are settled, so busy endpoint threads cost the engine one wake-up per window, not one per
+//! arrival (and bytes that arrive during a window are noticed at its end: the engine reads them one
+//! to two windows after they came, if nobody did). Meanwhile `Shared::rx_deferred` is raised, and a
+//! busy thread that comes back for its next message reads what became readable itself (at most
+//! every 100 µs): a thread that always has a message waiting never blocks in its epoll, so without
+//! that a quiet connection's message would wait for the whole window.
 //!
 //! While *every* endpoint's thread is busy the window is [`ALL_BUSY_DEFER`] (20 ms) instead
 //! (`Shared::window`): what the engine read could only be queued for a thread that is not
@@ -132,7 +130,7 @@ pub(crate) fn spawn(io: Arc<EngineIo>, shared: Weak<Shared>) -> io::Result<()> {
 }
 
 fn run(io: &EngineIo, weak: &Weak<Shared>) {
-    let Some(read_defer) = weak.upgrade().map(|s| s.opts.busy_read_defer) else {
+    let Some(mut window) = weak.upgrade().map(|s| s.opts.busy_read_defer) else {
         return;
     };
     let mut evs = Vec::new();
@@ -142,9 +140,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
     let mut rx_evs = Vec::new();
     // `rx_epoll` fired and was not armed again yet.
     let mut rx_disarmed = false;
-    // How long reads are left to busy threads: `busy_read_defer`, or `ALL_BUSY_DEFER` while
-    // every endpoint's thread is busy (`Shared::all_busy`).
-    let mut window = read_defer;
+    // How long reads are left to busy threads (`Shared::window`).
     loop {
         if io.stop.load(std::sync::atomic::Ordering::Acquire) {
             return;
@@ -153,7 +149,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         if let Some(shared) = weak.upgrade() {
             // Decided before the wait, so that a thread that stops being busy during it
             // wakes us (`Shared::wake_busy_engine`).
-            window = shared.window(read_defer);
+            window = shared.window();
             let now = Instant::now();
             let next = [
                 io.next_deadline(),
@@ -206,7 +202,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
         // A thread may have stopped being busy during the wait (it woke us): the reads left
         // longer than `busy_read_defer` are due now.
-        window = shared.window(read_defer);
+        window = shared.window();
         if arrivals {
             // One wake-up for every connection that had bytes arrive since the last one.
             let _ = io.rx_epoll.wait(&mut rx_evs, Some(Duration::ZERO));

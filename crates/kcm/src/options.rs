@@ -24,16 +24,17 @@ pub struct MuxOptions {
     /// own endpoint when it is receive-eligible (no hand-off to another thread). Default `true`;
     /// `false` steers strictly by the eligible FIFO, as the kernel.
     pub prefer_local: bool,
-    /// While no endpoint thread is waiting in its epoll but some will look at it soon (it is
-    /// busy with messages it took with a blocking receive, or inside one on its way into or
-    /// out of the wait; a non-blocking endpoint's caller never counts), how long new bytes on a connection are left to those threads before the engine
-    /// thread reads them itself (one to two windows after they arrive: while it waits out one
-    /// window the engine notices new arrivals only at its end). A busy thread reads them when it comes back for its next
-    /// message (it looks at most every 100 µs), with no hand-off; the engine's read is the
-    /// backstop for threads that stay away longer, for the endpoints whose threads are not
-    /// busy to take. (While every endpoint's thread is busy there is no such endpoint, and
-    /// the engine waits 20 ms instead, or until one is free.) Shorter: such threads delay new
-    /// messages less; longer: fewer engine wake-ups.
+    /// How long new bytes on a connection are left to busy endpoint threads before the engine
+    /// thread reads them itself, when no thread is waiting in its epoll to be woken for them.
+    /// A thread is busy when it took messages with a blocking receive and will be back, or is
+    /// inside one; a non-blocking endpoint's caller never counts. A busy thread reads the
+    /// bytes when it comes back for its next message (it looks at most every 100 µs), with no
+    /// hand-off; the engine's read is the backstop for threads that stay away longer, and
+    /// comes one to two windows after the bytes (the engine notices arrivals at the end of a
+    /// window). While every endpoint's thread is busy, nobody could take what the engine read
+    /// sooner, and it waits 20 ms instead, or until one is free. Shorter: such threads delay
+    /// new messages less; longer: fewer engine wake-ups.
+    ///
     /// Default 300 µs. Values below a millisecond are kept exactly where the kernel has
     /// `epoll_pwait2` (Linux 5.11 and later; not tried under a seccomp filter) and rounded up
     /// to whole milliseconds elsewhere

@@ -48,8 +48,8 @@ pub(crate) struct EpIo {
     /// The internal epoll descriptor was handed out as the pollable descriptor (fallback):
     /// always wake.
     pub(crate) always_wake: AtomicBool,
-    /// The endpoint's thread took messages and has not come back for more yet, or is inside
-    /// a blocking receive (see [`Shared::busy_eps`]).
+    /// The endpoint's thread took messages with a blocking receive and has not come back for
+    /// more yet, or is inside one (see [`Shared::busy_eps`]).
     pub(crate) busy: AtomicBool,
     /// When this endpoint's thread last looked for arrivals left to it (nanoseconds since
     /// [`Shared::epoch`]; see [`Shared::rx_deferred`]).
@@ -77,11 +77,12 @@ pub(crate) struct Shared {
     /// Endpoints whose thread is busy with messages it took with a blocking receive, or inside
     /// one (waiting, or on its way into or out of the wait): a thread that will look at its
     /// epoll before long. A non-blocking endpoint never counts: its caller waits for the
-    /// endpoint's descriptor, which only the engine's reads make readable. While there is one, the engine leaves new bytes to it for a moment
-    /// instead of reading them itself and handing the messages over (see
-    /// `MuxOptions::busy_read_defer`). A blocking receive used to count only once it had a
-    /// message, so bytes that arrived while a thread was between its wait and its next one
-    /// were read by the engine: about 2,000 hand-offs a second under W1 and W3.
+    /// endpoint's descriptor, which only the engine's reads make readable. While there is one,
+    /// the engine leaves new bytes to it for a moment instead of reading them itself and
+    /// handing the messages over (see [`Shared::window`]). A blocking receive used to count
+    /// only once it had a message, so bytes that arrived while a thread was between its wait
+    /// and its next one were read by the engine: about 2,000 hand-offs a second under W1 and
+    /// W3.
     pub(crate) busy_eps: std::sync::atomic::AtomicUsize,
     /// Endpoints whose thread is (about to be) blocked waiting for messages.
     pub(crate) sleeping_eps: std::sync::atomic::AtomicUsize,
@@ -180,15 +181,15 @@ impl Shared {
         }
     }
 
-    /// How long the engine leaves arrivals to busy endpoint threads: `read_defer`, or
+    /// How long the engine leaves arrivals to busy endpoint threads: `busy_read_defer`, or
     /// `engine::ALL_BUSY_DEFER` while every endpoint's thread is busy, since each will look at
     /// its own epoll, whose ready list holds the arrivals, before long
     /// (`Endpoint::poll_arrivals` while busy, its wait otherwise), and reading them in the
-    /// engine would only queue them for a thread that is not free. With `read_defer` alone
+    /// engine would only queue them for a thread that is not free. With `busy_read_defer` alone
     /// the engine woke once per window for as long as the threads stayed busy (about 4,000
     /// times a second under the bench's W1 and W3). Marks [`Shared::all_busy`] so that a
     /// thread that stops being busy wakes the engine.
-    pub(crate) fn window(&self, read_defer: Duration) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.all_busy.store(true, Ordering::SeqCst);
         let eps = self
             .eps
@@ -199,7 +200,7 @@ impl Shared {
             return Duration::from_nanos(self.all_busy_defer.load(Ordering::Relaxed));
         }
         self.all_busy.store(false, Ordering::SeqCst);
-        read_defer
+        self.opts.busy_read_defer
     }
 
     /// Wakes the engine if it last found every endpoint's thread busy ([`Shared::window`]):

@@ -1,11 +1,11 @@
 //! A FIFO of connection indices that takes any member out in constant time.
 //!
-//! Connections free to write wait in one in the order they became free, for unaddressed
-//! messages to take the first (the kernel's `psocks_avail` list); connections holding a parked
-//! message wait in another for room on an endpoint. An addressed message takes its own
-//! connection out of the middle of the first, and an unattached connection leaves both. In a `VecDeque` that meant a scan of
-//! the queue on every reply: with 10,000 connections attached and requests arriving on them
-//! in no particular order, the scan was 13/14 of the core's cost per request (criterion
+//! Connections free to write wait in one in the order they became free, for unaddressed messages to
+//! take the first (the kernel's `psocks_avail` list); connections holding a parked message wait in
+//! another for room on an endpoint. An addressed message takes its own connection out of the middle
+//! of the first, and an unattached connection leaves both. In a `VecDeque` that meant a scan of the
+//! queue on every reply: with 10,000 connections attached and requests arriving on them in no
+//! particular order, the scan was 13/14 of the core's cost per request (criterion
 //! `mux/request_reply_10k_conns`: 2.0 µs a request against 0.15 µs with one connection).
 //!
 //! Connection indices are dense slab positions (`MuxCore::conns`), so the links live in a

@@ -594,7 +594,10 @@ impl MuxCore {
         // `release_conn` reserves for a waiting endpoint, after taking it off that list. (The
         // lists were scanned here for it, every connection's: O(connections) per wait.)
         let was_waiting = std::mem::replace(&mut e.tx.waiting, false);
-        let waited_for = e.tx.queue.front().and_then(|m| m.target);
+        debug_assert!(
+            !was_waiting || !self.on_a_waiter_list(ei),
+            "endpoint {ei} reserved a connection while still on a waiter list"
+        );
         let Some(c) = self.conns.get_mut(ci as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -604,15 +607,21 @@ impl MuxCore {
             // Out of the middle of the FIFO in O(1), however many connections wait in it.
             self.tx_avail.remove(ci);
         }
-        debug_assert!(
-            !was_waiting
-                || match waited_for {
-                    Some(t) => self.conn(t).is_none_or(|c| !c.addr_waiters.contains(&ei)),
-                    None => !self.tx_waiting.contains(&ei),
-                },
-            "endpoint {ei} reserved a connection while still on a waiter list"
-        );
         self.events.push_back(Event::TxReady(EndpointId(ei)));
+    }
+
+    /// Whether endpoint `ei` is on the waiter list its head message's destination names
+    /// (debug checks only: it looks through that list).
+    fn on_a_waiter_list(&self, ei: u32) -> bool {
+        let head = self
+            .eps
+            .get(ei as usize)
+            .and_then(Option::as_ref)
+            .and_then(|e| e.tx.queue.front());
+        match head.and_then(|m| m.target) {
+            Some(t) => self.conn(t).is_some_and(|c| c.addr_waiters.contains(&ei)),
+            None => self.tx_waiting.contains(&ei),
+        }
     }
 
     /// Makes sure an endpoint with queued messages is transmitting or waiting for a

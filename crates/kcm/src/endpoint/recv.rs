@@ -169,6 +169,13 @@ impl Endpoint {
         self.shared.dispatch(events, Some(self.id));
     }
 
+    /// A blocking receive leaves without a message (an error, its timeout): the thread is
+    /// neither waiting nor busy any more.
+    fn leave_empty_handed(&self) {
+        self.shared.set_sleeping(&self.io, false);
+        self.shared.set_busy(&self.io, false);
+    }
+
     fn recv_inner(&self, max: usize, peek: bool) -> io::Result<kcm_core::mux::RecvRead> {
         let nonblocking = self.is_nonblocking();
         let deadline =
@@ -203,8 +210,7 @@ impl Endpoint {
                     return Ok(r);
                 }
                 if let Some(e) = st.core.take_endpoint_error(self.id) {
-                    self.shared.set_sleeping(&self.io, false);
-                    self.shared.set_busy(&self.io, false);
+                    self.leave_empty_handed();
                     return Err(sys::os_err(e));
                 }
             }
@@ -223,8 +229,7 @@ impl Endpoint {
                         Some(w) if !w.is_zero() => Some(w),
                         // SO_RCVTIMEO expiry is EAGAIN, as for any socket.
                         _ => {
-                            self.shared.set_sleeping(&self.io, false);
-                            self.shared.set_busy(&self.io, false);
+                            self.leave_empty_handed();
                             return Err(io::ErrorKind::WouldBlock.into());
                         }
                     },
@@ -238,7 +243,7 @@ impl Endpoint {
                 .last_poll
                 .store(self.shared.since_epoch(), Ordering::Relaxed);
             if let Err(e) = waited {
-                self.shared.set_busy(&self.io, false);
+                self.leave_empty_handed();
                 return Err(e);
             }
             // This thread keeps the first read pass that brings it messages. The passes of the

@@ -2,19 +2,19 @@
 //! without holding up the endpoint that sent them (an extension; the kernel has no addressed
 //! sends).
 //!
-//! An endpoint's send queue is one FIFO, as a kernel KCM socket's is, and the endpoint keeps
-//! the connection it writes on until its head message is out. When that connection fills up
-//! (its peer does not read) while the endpoint has messages for other destinations queued
-//! behind, the messages addressed to the full connection leave the endpoint's queue, in order,
-//! for the connection's *backlog* (a partly written one keeps its offset), and the endpoint
-//! goes on with the others. Only those before the endpoint's first unaddressed message move:
-//! that one may yet be written on the same connection, and the endpoint's messages must reach
-//! a connection in the order they were sent. The backlog holds the connection as a reservation would — nobody
-//! else may interleave bytes on it — and is written out by whichever thread sees the
-//! connection's write space ([`Event::ConnTxReady`]). Messages addressed to a connection that
-//! has a backlog join it instead of waiting for the connection, from any endpoint; new sends
-//! to it are refused (`WouldBlock`) while it holds [`BACKLOG_MAX`] bytes, and only those. So a
-//! peer that stops reading costs its own connection, not the endpoint's other peers.
+//! An endpoint's send queue is one FIFO, as a kernel KCM socket's is, and the endpoint keeps the
+//! connection it writes on until its head message is out. When that connection fills up (its peer
+//! does not read) while the endpoint has messages for other destinations queued behind, the
+//! messages addressed to the full connection leave the endpoint's queue, in order, for the
+//! connection's *backlog* (a partly written one keeps its offset), and the endpoint goes on with
+//! the others. Only those before the endpoint's first unaddressed message move: that one may yet be
+//! written on the same connection, and the endpoint's messages must reach a connection in the order
+//! they were sent. The backlog holds the connection as a reservation would — nobody else may
+//! interleave bytes on it — and is written out by whichever thread sees the connection's write
+//! space ([`Event::ConnTxReady`]). Messages addressed to a connection that has a backlog join it
+//! instead of waiting for the connection, from any endpoint; new sends to it are refused
+//! (`WouldBlock`) while it holds [`BACKLOG_MAX`] bytes, and only those. So a peer that stops
+//! reading costs its own connection, not the endpoint's other peers.
 //!
 //! Unaddressed messages never move: one that is partly written must finish on its connection
 //! (§5.3), so an endpoint sending unaddressed still waits for that connection, as in the
