@@ -14,8 +14,22 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # A package mirror that fails once (a lock held by a boot-time job, a dropped fetch)
+    # should not fail the whole test run: three tries, a few seconds apart.
+    installed=no
+    for try in 1 2 3; do
+      if apt-get update -qq >/dev/null &&
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then
+        installed=yes
+        break
+      fi
+      echo "test.sh: apt-get failed (try $try of 3)" >&2
+      sleep $((try * 5))
+    done
+    if [ "$installed" = no ]; then
+      echo "test.sh: could not install ${need[*]}" >&2
+      exit 1
+    fi
   else
     echo "test.sh: missing ${need[*]} (not root or no apt-get): the tests that need them will say SKIPPED" >&2
   fi

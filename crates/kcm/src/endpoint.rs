@@ -21,7 +21,7 @@ use crate::shared::{EpIo, Shared};
 use crate::sys::{self, err, PollFd};
 
 mod batch;
-mod recv;
+pub(crate) mod recv;
 mod send;
 
 pub use batch::{BatchMessage, RecvBatch};

@@ -231,7 +231,7 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             deferred.pop_front();
             if let Some(conn) = shared.conn_by_key(key) {
                 if conn.reads.load(Ordering::Relaxed) == reads {
-                    shared.drive_rx(&conn, None, &mut events);
+                    shared.drive_rx(&conn, shared.standby_endpoint(), &mut events);
                 }
             }
         }
@@ -259,6 +259,13 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
         }
     }
 }
+
+/// The engine's window while some endpoint's thread waits in standby
+/// ([`MuxOptions::concentrate`](crate::MuxOptions)): bytes the thread at work has not read
+/// within it are read here and steered to an endpoint with room, which brings a standby thread
+/// in. Long enough that the engine wakes at most about a thousand times a second under a
+/// steady load, short enough to bound what a thread at work that stays away costs a message.
+pub(crate) const STANDBY_DEFER: Duration = Duration::from_millis(1);
 
 /// The key of the nested `rx_epoll` in the engine's epoll (connection keys never reach it).
 const RX_KEY: u64 = u64::MAX - 1;

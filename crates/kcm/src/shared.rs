@@ -39,6 +39,9 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// messages, and (once asked for) its pollable descriptor.
 pub(crate) struct EpIo {
     pub(crate) epoll: Epoll,
+    /// An epoll holding only the waker: a thread waits here instead, reading no connection,
+    /// while another endpoint's thread is at work (`MuxOptions::concentrate`).
+    pub(crate) standby: Epoll,
     pub(crate) waker: Waker,
     pub(crate) pollfd: std::sync::OnceLock<PollFd>,
     /// A thread is (about to be) blocked in this endpoint's epoll: messages handed to the
@@ -54,6 +57,12 @@ pub(crate) struct EpIo {
     /// When this endpoint's thread last looked for arrivals left to it (nanoseconds since
     /// [`Shared::epoch`]; see [`Shared::rx_deferred`]).
     pub(crate) last_poll: std::sync::atomic::AtomicU64,
+    /// When this endpoint's thread last left a receive with messages (nanoseconds since
+    /// [`Shared::epoch`]): a thread that comes back later than `SLOW_AWAY` is not keeping up
+    /// alone ([`MuxOptions::concentrate`]).
+    pub(crate) left_at: std::sync::atomic::AtomicU64,
+    /// The thread waits in standby ([`Shared::set_standby`]).
+    pub(crate) standby_now: AtomicBool,
 }
 
 pub(crate) struct State {
@@ -86,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) busy_eps: std::sync::atomic::AtomicUsize,
     /// Endpoints whose thread is (about to be) blocked waiting for messages.
     pub(crate) sleeping_eps: std::sync::atomic::AtomicUsize,
+    /// Endpoints whose thread waits in standby ([`MuxOptions::concentrate`]); they count as
+    /// sleeping and busy too.
+    pub(crate) standby_eps: std::sync::atomic::AtomicUsize,
     /// The engine left arrivals to busy endpoint threads and is not woken by new ones until
     /// it reads them itself (`MuxOptions::busy_read_defer`). Meanwhile a busy thread coming
     /// back for its next message looks at its own epoll now and then (`ARRIVALS_POLL`), so
@@ -100,6 +112,8 @@ pub(crate) struct Shared {
     /// `engine::ALL_BUSY_DEFER`, or `busy_read_defer` if longer. (An atomic so that tests can
     /// lengthen it and tell a wake-up from the window's end.)
     pub(crate) all_busy_defer: AtomicU64,
+    /// `endpoint::recv::SLOW_AWAY` in nanoseconds (an atomic so that tests can change it).
+    pub(crate) slow_away: AtomicU64,
     /// How many times [`Shared::wake_busy_engine`] woke the engine (tests only: the engine's
     /// other timers, such as the buffer sweep, would wake it within 200 ms anyway).
     #[cfg(test)]
@@ -143,9 +157,11 @@ impl Shared {
             sweep_pending: std::sync::atomic::AtomicBool::new(false),
             busy_eps: std::sync::atomic::AtomicUsize::new(0),
             sleeping_eps: std::sync::atomic::AtomicUsize::new(0),
+            standby_eps: std::sync::atomic::AtomicUsize::new(0),
             rx_deferred: AtomicBool::new(false),
             all_busy: AtomicBool::new(false),
             all_busy_defer: AtomicU64::new(all_busy_defer),
+            slow_away: AtomicU64::new(crate::endpoint::recv::SLOW_AWAY.as_nanos() as u64),
             #[cfg(test)]
             busy_wakes: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -196,6 +212,11 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
+        if self.standby_eps.load(Ordering::SeqCst) > 0 {
+            // A thread in standby reads nothing itself: it waits for what is steered to it.
+            self.all_busy.store(false, Ordering::SeqCst);
+            return crate::engine::STANDBY_DEFER.max(self.opts.busy_read_defer);
+        }
         if eps > 0 && self.busy_eps.load(Ordering::SeqCst) >= eps {
             return Duration::from_nanos(self.all_busy_defer.load(Ordering::Relaxed));
         }
@@ -211,6 +232,46 @@ impl Shared {
             self.busy_wakes.fetch_add(1, Ordering::Relaxed);
             self.engine.waker.wake();
         }
+    }
+
+    /// Whether another endpoint's thread is at work ([`MuxOptions::concentrate`]): busy (it
+    /// took messages with a blocking receive, or is inside one) and not waiting. Asked by a
+    /// thread about to wait, which counts as both busy and sleeping, so it never counts itself.
+    /// A stale answer costs only a wake-up more or less: a thread that goes to standby next to
+    /// one that has just gone to wait is still woken by every message steered to it, and by
+    /// the engine's reads after [`STANDBY_DEFER`](crate::engine::STANDBY_DEFER).
+    pub(crate) fn others_active(&self) -> bool {
+        let busy = self.busy_eps.load(Ordering::SeqCst);
+        let sleeping = self.sleeping_eps.load(Ordering::SeqCst);
+        busy > sleeping
+    }
+
+    /// Records a thread going into (or out of) standby ([`MuxOptions::concentrate`]): the
+    /// engine's window is then [`STANDBY_DEFER`](crate::engine::STANDBY_DEFER), so that bytes
+    /// the thread at work leaves unread reach a standby thread within about a millisecond.
+    pub(crate) fn set_standby(&self, io: &EpIo, on: bool) {
+        io.standby_now.store(on, Ordering::SeqCst);
+        if on {
+            self.standby_eps.fetch_add(1, Ordering::SeqCst);
+            // The engine may be in its 20-ms window for all-busy threads.
+            self.wake_busy_engine();
+        } else {
+            self.standby_eps.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An endpoint whose thread waits in standby, if any: the engine steers what it reads to
+    /// it, since the thread at work left those bytes unread.
+    pub(crate) fn standby_endpoint(&self) -> Option<EndpointId> {
+        if self.standby_eps.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        self.eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, io)| io.standby_now.load(Ordering::SeqCst))
+            .map(|(&id, _)| EndpointId(id))
     }
 
     /// Nanoseconds since [`Shared::epoch`].
@@ -640,6 +701,8 @@ impl Shared {
         let epoll = Epoll::new()?;
         let waker = Waker::new()?;
         epoll.add(waker.as_fd(), WAKER_KEY, EventFlags::IN)?;
+        let standby = Epoll::new()?;
+        standby.add(waker.as_fd(), WAKER_KEY, EventFlags::IN)?;
         for io in self.all_conns() {
             if io.rx.try_lock().map(|rx| rx.done).unwrap_or(false) {
                 continue;
@@ -650,12 +713,15 @@ impl Shared {
         }
         Ok(EpIo {
             epoll,
+            standby,
             waker,
             pollfd: std::sync::OnceLock::new(),
             sleeping: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             always_wake: AtomicBool::new(false),
             last_poll: std::sync::atomic::AtomicU64::new(0),
+            left_at: std::sync::atomic::AtomicU64::new(0),
+            standby_now: AtomicBool::new(false),
         })
     }
 

@@ -479,6 +479,19 @@ impl MuxCore {
         self.conn(conn).is_some_and(|c| !c.parked.is_empty())
     }
 
+    /// An endpoint's receive-buffer limit (SO_RCVBUF, §5.1).
+    ///
+    /// ```
+    /// use kcm_core::mux::{Kind, MuxCore};
+    /// let (mut mux, ep) = MuxCore::new(Kind::Datagram).unwrap();
+    /// assert_eq!(mux.rcvbuf(ep), Some(kcm_core::mux::DEFAULT_BUF));
+    /// mux.set_rcvbuf(ep, 1).unwrap();
+    /// assert_eq!(mux.rcvbuf(ep), Some(1));
+    /// ```
+    pub fn rcvbuf(&self, ep: EndpointId) -> Option<usize> {
+        self.ep(ep).map(|e| e.rcvbuf)
+    }
+
     /// Sets an endpoint's receive-buffer limit (SO_RCVBUF, §5.1).
     pub fn set_rcvbuf(&mut self, ep: EndpointId, bytes: usize) -> Result<(), MuxError> {
         self.ep_mut(ep).ok_or(MuxError::NoEndpoint)?.rcvbuf = bytes.max(1);

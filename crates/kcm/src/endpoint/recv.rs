@@ -18,6 +18,13 @@ use crate::sys;
 /// defers, a small price beside the wait it saves a quiet connection's message.
 const ARRIVALS_POLL: Duration = Duration::from_micros(100);
 
+/// A thread that comes back for messages later than this after it last left with some is not
+/// keeping up alone ([`MuxOptions::concentrate`](crate::MuxOptions)): it keeps only the first
+/// read pass of its next wait and leaves the others to idle endpoints' threads. Far above what
+/// a batch of small requests takes (the bench's W3: tens of microseconds), below the
+/// engine's `STANDBY_DEFER`. (`Shared::slow_away` holds it, so that tests can change it.)
+pub(crate) const SLOW_AWAY: Duration = Duration::from_micros(200);
+
 impl Endpoint {
     // ---- receiving ----
 
@@ -114,6 +121,9 @@ impl Endpoint {
                 st = self.shared.lock();
             }
             n += out.take(&mut st.core, self.id, max - n);
+            self.io
+                .left_at
+                .store(self.shared.since_epoch(), Ordering::Relaxed);
             // A non-blocking caller waits for the endpoint's descriptor, not in its epoll: it
             // reads no connection while it waits, so it never counts as busy (`recv_inner`).
             self.shared.set_busy(&self.io, !self.is_nonblocking());
@@ -176,16 +186,35 @@ impl Endpoint {
         self.shared.set_busy(&self.io, false);
     }
 
+    /// Whether this thread came back for messages later than [`SLOW_AWAY`] after it last
+    /// left with some.
+    fn came_back_slow(&self) -> bool {
+        let left = self.io.left_at.load(Ordering::Relaxed);
+        left != 0
+            && self.shared.since_epoch().saturating_sub(left)
+                > self.shared.slow_away.load(Ordering::Relaxed)
+    }
+
     fn recv_inner(&self, max: usize, peek: bool) -> io::Result<kcm_core::mux::RecvRead> {
         let nonblocking = self.is_nonblocking();
+        let concentrate = self.shared.opts.concentrate && !nonblocking;
+        let keep_all = concentrate && !self.came_back_slow();
         let deadline =
             from_nanos(self.read_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
         let mut ready = Vec::new();
         let mut polled_once = false;
         loop {
             let mut events = Events::new();
+            // An endpoint whose receive buffer cannot hold a read pass is set up to balance
+            // message by message (KCM's idiom: a one-byte SO_RCVBUF): it does not concentrate.
+            let roomy;
             {
                 let mut st = self.shared.lock();
+                roomy = concentrate
+                    && st
+                        .core
+                        .rcvbuf(self.id)
+                        .is_some_and(|b| b >= self.shared.opts.read_size);
                 let r = st.core.recv(self.id, max, peek);
                 Shared::drain(&mut st.core, &mut events);
                 // Under the lock that saw the queue empty (see `EpIo::sleeping`).
@@ -202,6 +231,11 @@ impl Endpoint {
                 self.shared.set_busy(&self.io, !nonblocking);
                 if let Some(r) = r {
                     drop(st);
+                    if !peek {
+                        self.io
+                            .left_at
+                            .store(self.shared.since_epoch(), Ordering::Relaxed);
+                    }
                     self.shared.dispatch(events, Some(self.id));
                     self.shared.sync_pollfd(self.id, &self.io);
                     if !peek {
@@ -236,7 +270,18 @@ impl Endpoint {
                 }
             };
             polled_once = true;
-            let waited = self.io.epoll.wait(&mut ready, timeout);
+            // While another endpoint's thread is at work this one waits only for messages
+            // steered to it (standby), so that new bytes go to the thread at work instead of
+            // waking this one (`MuxOptions::concentrate`).
+            let standby = roomy && self.shared.others_active();
+            let waited = if standby {
+                self.shared.set_standby(&self.io, true);
+                let w = self.io.standby.wait(&mut ready, timeout);
+                self.shared.set_standby(&self.io, false);
+                w
+            } else {
+                self.io.epoll.wait(&mut ready, timeout)
+            };
             self.shared.set_sleeping(&self.io, false);
             // What is ready now is in `ready`: no need to look again for a while.
             self.io
@@ -251,13 +296,15 @@ impl Endpoint {
             // is idle, so that it starts on them at once instead of waiting for this one to
             // work through everything; while every other thread is busy, this one keeps them
             // too (handing them to a busy thread would only make them wait behind its work).
+            // With `concentrate` it keeps them all while it keeps up (`keep_all`).
             let mut have_pass = false;
             for &(key, _) in &ready {
                 if key == crate::conn::WAKER_KEY {
                     self.io.waker.reset();
                 } else if let Some(conn) = self.shared.conn_by_key(key) {
                     let others_idle = self.shared.sleeping_eps.load(Ordering::SeqCst) > 0;
-                    let prefer = (!have_pass || !others_idle).then_some(self.id);
+                    let prefer =
+                        (keep_all && roomy || !have_pass || !others_idle).then_some(self.id);
                     self.shared.drive_rx(&conn, prefer, &mut events);
                     have_pass = have_pass || events.contains(&Event::Readable(self.id));
                 }
@@ -409,5 +456,119 @@ mod tests {
             a.recv_batch(&mut got, 4).is_ok_and(|n| n == 1)
         });
         assert_eq!(busy_eps(&a), 0);
+    }
+
+    /// Two endpoints of one mux, two attached connections, and a thread of `a` at work (it
+    /// took a message and has not come back). The engine's windows are a minute long unless
+    /// `engine_reads`, so that only the threads read.
+    struct Pair {
+        a: Arc<Endpoint>,
+        b: Arc<Endpoint>,
+        clients: [TcpStream; 2],
+    }
+
+    fn pair(opts: crate::MuxOptions, engine_reads: bool) -> Pair {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let opts = if engine_reads {
+            opts
+        } else {
+            opts.busy_read_defer(Duration::from_secs(60))
+        };
+        let a = Arc::new(Endpoint::with_options(Kind::Datagram, opts).unwrap());
+        let b = Arc::new(a.clone_endpoint().unwrap());
+        let clients = [0, 1].map(|_| {
+            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().unwrap();
+            a.attach(&s, crate::presets::by_name("thrift").unwrap())
+                .unwrap();
+            c
+        });
+        let mut p = Pair { a, b, clients };
+        p.clients[0].write_all(&frame(b"first")).unwrap();
+        assert_eq!(&p.a.recv().unwrap().data[4..], b"first");
+        p
+    }
+
+    /// Starts a thread receiving on `ep` (10 s timeout) and waits until it waits.
+    fn waiting(ep: &Arc<Endpoint>) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+        ep.set_read_timeout(Some(Duration::from_secs(10)));
+        let t = {
+            let ep = ep.clone();
+            std::thread::spawn(move || ep.recv().map(|m| m.data.to_vec()))
+        };
+        until("the second thread waits", || {
+            ep.io.sleeping.load(Ordering::SeqCst)
+        });
+        t
+    }
+
+    /// `concentrate`: while `a`'s thread is at work, `b`'s waits in standby, reading nothing;
+    /// bytes `a`'s thread leaves unread are read by the engine after `STANDBY_DEFER` and
+    /// steered to `b`, whose thread takes them.
+    #[test]
+    fn a_thread_waits_in_standby_while_another_is_at_work() {
+        let mut p = pair(crate::MuxOptions::default(), true);
+        let t = waiting(&p.b);
+        until("standby", || p.b.io.standby_now.load(Ordering::SeqCst));
+        assert_eq!(p.a.shared.standby_eps.load(Ordering::SeqCst), 1);
+        p.clients[1].write_all(&frame(b"second")).unwrap();
+        assert_eq!(&t.join().unwrap().unwrap()[4..], b"second");
+        assert_eq!(p.a.shared.standby_eps.load(Ordering::SeqCst), 0);
+    }
+
+    /// Without `concentrate` (the kernel's spreading), and for an endpoint whose receive
+    /// buffer cannot hold a read pass (balanced per message), the second thread waits for the
+    /// connections themselves and is woken by the bytes.
+    #[test]
+    fn spreading_endpoints_do_not_wait_in_standby() {
+        for kernel_spreading in [true, false] {
+            let opts = crate::MuxOptions::default().concentrate(!kernel_spreading);
+            let mut p = pair(opts, false);
+            if !kernel_spreading {
+                p.b.set_recv_buffer_size(1).unwrap();
+            }
+            let t = waiting(&p.b);
+            p.clients[1].write_all(&frame(b"second")).unwrap();
+            let got = t.join().unwrap().unwrap();
+            assert_eq!(&got[4..], b"second", "{kernel_spreading}");
+            assert!(!p.b.io.standby_now.load(Ordering::SeqCst));
+        }
+    }
+
+    /// `concentrate`: the thread at work, coming back soon enough, keeps every read pass it
+    /// reads, and the standby thread stays asleep; one that comes back late (`slow_away`
+    /// made zero) keeps only its first and the next goes to the standby thread.
+    #[test]
+    fn a_thread_that_keeps_up_keeps_every_pass_it_reads() {
+        for slow in [false, true] {
+            let mut p = pair(crate::MuxOptions::default(), false);
+            let away = if slow { 0 } else { 60_000_000_000 };
+            p.a.shared.slow_away.store(away, Ordering::Relaxed);
+            let t = waiting(&p.b);
+            until("standby", || p.b.io.standby_now.load(Ordering::SeqCst));
+            for (i, c) in p.clients.iter_mut().enumerate() {
+                c.write_all(&frame(&[b'0' + i as u8])).unwrap();
+            }
+            // Both connections readable before `a`'s thread looks.
+            std::thread::sleep(Duration::from_millis(20));
+            let mut got = Vec::new();
+            p.a.recv_batch(&mut got, 16).unwrap();
+            if slow {
+                assert_eq!(got.len(), 1);
+                assert!(
+                    t.join().unwrap().is_ok(),
+                    "the standby thread took the other"
+                );
+            } else {
+                assert_eq!(got.len(), 2, "kept both passes");
+                assert!(
+                    p.b.io.standby_now.load(Ordering::SeqCst),
+                    "standby thread woken"
+                );
+                assert_eq!(queued(&[&p.b]), 0);
+                // (The waiting thread ends at its timeout.)
+                drop(t);
+            }
+        }
     }
 }
