@@ -46,22 +46,25 @@ pub struct MuxOptions {
     /// loses about 1.5 % of its QPS.
     pub busy_read_defer: Duration,
     /// Serve the load with as few endpoint threads as keep up with it. While one endpoint's
-    /// thread is at work, another that runs out of messages waits only for messages handed to
-    /// it (standby), not for new bytes on the connections, and a thread that reads several
-    /// connections keeps all their messages for its own endpoint while it has room. A standby
-    /// thread is brought in when messages are steered to its endpoint: the working one's
-    /// endpoint is full (its `SO_RCVBUF`), the working thread took longer than 200 µs over its
-    /// last messages (then, as without this option, it keeps only its first read pass and the
-    /// others go to idle endpoints), or bytes stayed unread for 1 ms (the engine reads them).
+    /// thread is at work and keeping up, another that runs out of messages waits only for
+    /// messages steered to it (standby), not for new bytes on the connections, and the one at
+    /// work keeps every read pass it reads for its own endpoint while that has room. A
+    /// standby thread is brought in when the one at work falls behind — it ran (not merely
+    /// waited for a core) for most of 200 µs without its queue emptying or between two
+    /// receives, and the machine has an idle core (`/proc/loadavg`) — after which none goes to
+    /// standby for 10 ms; when messages are steered to it (the working endpoint is full); and
+    /// when bytes stay unread for 1 ms (the engine reads them for it). An endpoint whose
+    /// `SO_RCVBUF` cannot hold a read pass ([`MuxOptions::read_size`]; KCM's one-byte idiom
+    /// for balancing message by message) never waits in standby.
     ///
-    /// The kernel spreads instead: a read pass goes to the next eligible endpoint, which wakes
-    /// its thread even when the one at work would have taken it a moment later. Each such
-    /// hand-off costs a wake-up and a thread competing for the cores; measured on 2 cores
-    /// shared with the load generator (`docs/bench.md`), this option makes the bench's
-    /// request-reply load (W1) about 40 % faster with a p99 a third as long, and its
-    /// pipelined load (W3) about 50 % faster, while its CPU-heavy load (W2, balanced per
-    /// message with a one-byte `SO_RCVBUF`) is unchanged. Default `true`; `false` for the
-    /// kernel's spreading.
+    /// The kernel spreads instead: a read pass goes to the next eligible endpoint, which
+    /// wakes its thread even when the one at work would have taken it a moment later; each
+    /// such hand-off costs a wake-up and a thread competing for the cores. Measured on 2
+    /// cores shared with the load generator (`docs/bench.md`): the bench's request-reply load
+    /// (W1) about 40 % more QPS with a third of the p99, its pipelined load (W3) about 50 %
+    /// more messages a second; its CPU-heavy loads unchanged (W2 as the bench runs it, with a
+    /// one-byte `SO_RCVBUF`; and with the default one, taking 1 or 16 messages a call, within
+    /// a few per cent of spreading). Default `true`; `false` for the kernel's spreading.
     pub concentrate: bool,
 }
 

@@ -63,6 +63,26 @@ pub(crate) struct EpIo {
     pub(crate) left_at: std::sync::atomic::AtomicU64,
     /// The thread waits in standby ([`Shared::set_standby`]).
     pub(crate) standby_now: AtomicBool,
+    /// When the thread, back in time, last found its queue empty (nanoseconds since
+    /// [`Shared::epoch`]).
+    pub(crate) drained_at: std::sync::atomic::AtomicU64,
+    /// The wall clock (nanoseconds since [`Shared::epoch`]) and the thread's CPU time at the
+    /// last sign that it is not keeping up alone (back later than `SLOW_AWAY`, or its queue
+    /// not empty for longer).
+    pub(crate) sign_wall: std::sync::atomic::AtomicU64,
+    pub(crate) sign_cpu: std::sync::atomic::AtomicU64,
+    /// The thread is not keeping up alone: it does not keep others in standby
+    /// ([`Shared::others_active`]).
+    pub(crate) behind: AtomicBool,
+}
+
+impl EpIo {
+    /// The thread, back in time, found its queue empty at `now` (nanoseconds since
+    /// [`Shared::epoch`]): it is keeping up.
+    pub(crate) fn drained(&self, now: u64) {
+        self.drained_at.store(now, Ordering::Relaxed);
+        self.behind.store(false, Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct State {
@@ -112,6 +132,9 @@ pub(crate) struct Shared {
     /// `engine::ALL_BUSY_DEFER`, or `busy_read_defer` if longer. (An atomic so that tests can
     /// lengthen it and tell a wake-up from the window's end.)
     pub(crate) all_busy_defer: AtomicU64,
+    /// No thread goes to standby before this time (nanoseconds since [`Shared::epoch`]): a
+    /// thread fell behind not long ago (`endpoint::recv::SPREAD_HOLD`).
+    pub(crate) spread_until: AtomicU64,
     /// `endpoint::recv::SLOW_AWAY` in nanoseconds (an atomic so that tests can change it).
     pub(crate) slow_away: AtomicU64,
     /// How many times [`Shared::wake_busy_engine`] woke the engine (tests only: the engine's
@@ -161,6 +184,7 @@ impl Shared {
             rx_deferred: AtomicBool::new(false),
             all_busy: AtomicBool::new(false),
             all_busy_defer: AtomicU64::new(all_busy_defer),
+            spread_until: AtomicU64::new(0),
             slow_away: AtomicU64::new(crate::endpoint::recv::SLOW_AWAY.as_nanos() as u64),
             #[cfg(test)]
             busy_wakes: AtomicU64::new(0),
@@ -243,7 +267,37 @@ impl Shared {
     pub(crate) fn others_active(&self) -> bool {
         let busy = self.busy_eps.load(Ordering::SeqCst);
         let sleeping = self.sleeping_eps.load(Ordering::SeqCst);
-        busy > sleeping
+        if busy <= sleeping {
+            return false;
+        }
+        // One at work that keeps up (a thread that is behind wants help, not standby).
+        self.eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|io| {
+                io.busy.load(Ordering::SeqCst)
+                    && !io.sleeping.load(Ordering::SeqCst)
+                    && !io.behind.load(Ordering::SeqCst)
+            })
+    }
+
+    /// Wakes the threads in standby: the thread at work fell behind, and they should wait
+    /// for the connections themselves.
+    pub(crate) fn wake_standby(&self) {
+        if self.standby_eps.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for io in self
+            .eps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            if io.standby_now.load(Ordering::SeqCst) {
+                io.waker.wake();
+            }
+        }
     }
 
     /// Records a thread going into (or out of) standby ([`MuxOptions::concentrate`]): the
@@ -722,6 +776,10 @@ impl Shared {
             last_poll: std::sync::atomic::AtomicU64::new(0),
             left_at: std::sync::atomic::AtomicU64::new(0),
             standby_now: AtomicBool::new(false),
+            drained_at: std::sync::atomic::AtomicU64::new(0),
+            sign_wall: std::sync::atomic::AtomicU64::new(0),
+            sign_cpu: std::sync::atomic::AtomicU64::new(0),
+            behind: AtomicBool::new(false),
         })
     }
 

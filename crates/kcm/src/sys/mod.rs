@@ -99,6 +99,36 @@ impl AsFd for Epoll {
     }
 }
 
+/// The calling thread's CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`; a system call,
+/// not the vDSO).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// Whether fewer threads are running or runnable on the machine than this process may use
+/// cores, the caller included (`/proc/loadavg`'s fourth field); `true` when unknown.
+pub(crate) fn idle_core() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let Ok(s) = std::fs::read_to_string("/proc/loadavg") else {
+        return true;
+    };
+    running_threads(&s).is_none_or(|r| r < cores)
+}
+
+/// The running or runnable threads in `/proc/loadavg`'s text ("0.50 0.40 0.30 2/345 6789").
+fn running_threads(loadavg: &str) -> Option<usize> {
+    loadavg
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split('/').next())
+        .and_then(|r| r.parse().ok())
+}
+
 /// An eventfd used to wake a thread blocked in an epoll that contains it.
 #[derive(Debug)]
 pub(crate) struct Waker(OwnedFd);
@@ -261,4 +291,25 @@ pub(crate) fn queue_lengths(fd: BorrowedFd<'_>) -> (i64, i64) {
         )
     };
     (inq, outq.map(i64::from).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The running count is the fourth field's numerator; anything else is unknown.
+    #[test]
+    fn reads_the_running_threads_of_loadavg() {
+        assert_eq!(
+            super::running_threads("1.57 1.88 1.73 2/110 12805\n"),
+            Some(2)
+        );
+        assert_eq!(super::running_threads("0.00 0.00 0.00 1/1 1"), Some(1));
+        assert_eq!(super::running_threads("garbage"), None);
+        assert_eq!(super::running_threads("1 2 3 x/4 5"), None);
+        let here = std::fs::read_to_string("/proc/loadavg").unwrap();
+        assert!(
+            super::running_threads(&here).is_some_and(|r| r >= 1),
+            "{here}"
+        );
+        assert!(super::thread_cpu_ns() > 0);
+    }
 }
