@@ -27,6 +27,12 @@
 //! W1 and W3, whose two workers are always busy, this took the engine from about 3,000–4,500
 //! wake-ups a second to about 75.
 //!
+//! While some endpoint's thread waits in standby
+//! ([`MuxOptions::concentrate`](crate::MuxOptions): it reads no connection while another
+//! thread is at work and keeping up) the window is [`STANDBY_DEFER`] (1 ms) instead, and what
+//! the engine reads is steered to a standby endpoint, which brings its thread in: the thread at
+//! work left those bytes unread for that long.
+//!
 //! Its other duties: resume a transmit when a socket has write space again (the kernel's
 //! `tx_work`; the main epoll watches every connection for `EPOLLOUT`, edge-triggered, which
 //! the kernel reports only after a write found the socket full), fire assembly timeouts (the

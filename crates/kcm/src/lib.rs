@@ -70,6 +70,13 @@
 //!   back for its next message (it looks at its epoll at most every 100 µs), else by the
 //!   engine thread after `MuxOptions::busy_read_defer` (300 µs by default; 20 ms while every
 //!   endpoint's thread is busy, since there is nobody free to take them).
+//! - **As few threads at work as keep up** ([`MuxOptions::concentrate`], on by default):
+//!   while one endpoint's thread is at work and keeping up, another that runs out of messages
+//!   waits only for messages steered to it (standby), not in the epoll of the diagram, and the
+//!   one at work keeps every read pass it reads. The others are brought in when it falls
+//!   behind (it ran for most of 200 µs without catching up, and a core is idle), when its
+//!   endpoint is full, or when bytes stay unread for 1 ms. On the bench's 2 shared cores this
+//!   made request-reply and pipelined loads 40–50 % faster than spreading every read pass.
 //! - **Backpressure, not buffering**: when no endpoint can take a message, the connection
 //!   parks it and is not read until one can; TCP flow control stops the peer, as in the kernel.
 //!   Parked connections take turns: one that an endpoint could not empty goes to the back.
