@@ -46,14 +46,17 @@ pub struct MuxOptions {
     /// loses about 1.5 % of its QPS.
     pub busy_read_defer: Duration,
     /// Serve the load with as few endpoint threads as keep up with it. While one endpoint's
-    /// thread is at work and keeping up, another that runs out of messages waits only for
-    /// messages steered to it (standby), not for new bytes on the connections, and the one at
-    /// work keeps every read pass it reads for its own endpoint while that has room. A
+    /// thread is at work and keeping up (it came back for messages within the last 10 ms),
+    /// another that runs out of messages waits only for messages steered to it (standby), not
+    /// for new bytes on the connections, and the one at work keeps every read pass it reads
+    /// for its own endpoint while that has room (with [`MuxOptions::prefer_local`]). A
     /// standby thread is brought in when the one at work falls behind — it ran (not merely
     /// waited for a core) for most of 200 µs without its queue emptying or between two
-    /// receives, and the machine has an idle core (`/proc/loadavg`) — after which none goes to
+    /// receives, and the machine has an idle core (`/proc/loadavg`'s running threads, which in
+    /// a container with a CPU limit usually count the whole host's) — after which none goes to
     /// standby for 10 ms; when messages are steered to it (the working endpoint is full); and
-    /// when bytes stay unread for 1 ms (the engine reads them for it). An endpoint whose
+    /// when bytes stay unread for 1–2 ms (the engine's window, or `busy_read_defer` if longer:
+    /// it reads them for the standby thread). An endpoint whose
     /// `SO_RCVBUF` cannot hold a read pass ([`MuxOptions::read_size`]; KCM's one-byte idiom
     /// for balancing message by message) never waits in standby.
     ///

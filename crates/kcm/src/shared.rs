@@ -137,10 +137,15 @@ pub(crate) struct Shared {
     pub(crate) spread_until: AtomicU64,
     /// `endpoint::recv::SLOW_AWAY` in nanoseconds (an atomic so that tests can change it).
     pub(crate) slow_away: AtomicU64,
+    /// `endpoint::recv::AT_WORK_STALE` in nanoseconds (an atomic so that tests can change it).
+    pub(crate) at_work_stale: AtomicU64,
     /// How many times [`Shared::wake_busy_engine`] woke the engine (tests only: the engine's
     /// other timers, such as the buffer sweep, would wake it within 200 ms anyway).
     #[cfg(test)]
     pub(crate) busy_wakes: AtomicU64,
+    /// Tests: 1 — a core is idle, 2 — none is, else ask the machine ([`Shared::idle_core`]).
+    #[cfg(test)]
+    pub(crate) idle_core_test: std::sync::atomic::AtomicU8,
     /// The time origin of [`EpIo::last_poll`].
     pub(crate) epoch: Instant,
 }
@@ -186,8 +191,11 @@ impl Shared {
             all_busy_defer: AtomicU64::new(all_busy_defer),
             spread_until: AtomicU64::new(0),
             slow_away: AtomicU64::new(crate::endpoint::recv::SLOW_AWAY.as_nanos() as u64),
+            at_work_stale: AtomicU64::new(crate::endpoint::recv::AT_WORK_STALE.as_nanos() as u64),
             #[cfg(test)]
             busy_wakes: AtomicU64::new(0),
+            #[cfg(test)]
+            idle_core_test: std::sync::atomic::AtomicU8::new(0),
             epoch: Instant::now(),
         }
     }
@@ -270,15 +278,24 @@ impl Shared {
         if busy <= sleeping {
             return false;
         }
-        // One at work that keeps up (a thread that is behind wants help, not standby).
+        // One at work that keeps up (a thread that is behind wants help, not standby), and
+        // came back for messages lately (one that stays away may never come back:
+        // `endpoint::recv::AT_WORK_STALE`).
+        let now = self.since_epoch();
+        let stale = self.at_work_stale.load(Ordering::Relaxed);
         self.eps
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .any(|io| {
+                let seen = io
+                    .left_at
+                    .load(Ordering::Relaxed)
+                    .max(io.last_poll.load(Ordering::Relaxed));
                 io.busy.load(Ordering::SeqCst)
                     && !io.sleeping.load(Ordering::SeqCst)
                     && !io.behind.load(Ordering::SeqCst)
+                    && now.saturating_sub(seen) <= stale
             })
     }
 
@@ -298,6 +315,23 @@ impl Shared {
                 io.waker.wake();
             }
         }
+    }
+
+    /// Whether a thread about to wait may wait in standby: nobody fell behind within
+    /// `SPREAD_HOLD`, and another thread is at work and keeping up.
+    pub(crate) fn standby_fits(&self) -> bool {
+        self.since_epoch() >= self.spread_until.load(Ordering::SeqCst) && self.others_active()
+    }
+
+    /// Whether the machine has an idle core ([`sys::idle_core`]; tests may decide instead).
+    pub(crate) fn idle_core(&self) -> bool {
+        #[cfg(test)]
+        match self.idle_core_test.load(Ordering::Relaxed) {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        sys::idle_core()
     }
 
     /// Records a thread going into (or out of) standby ([`MuxOptions::concentrate`]): the

@@ -36,6 +36,13 @@ fn mostly_running(ran: u64, passed: u64) -> bool {
 /// keeps them all, instead of each going back to standby as soon as it catches up.
 const SPREAD_HOLD: Duration = Duration::from_millis(10);
 
+/// A thread at work that has not come back for messages for this long keeps no one in standby
+/// ([`MuxOptions::concentrate`](crate::MuxOptions)): it may never come back (its application
+/// gone to other work, or done receiving on that endpoint), and meanwhile every message would
+/// reach the others only by the engine's read after `STANDBY_DEFER` (about 1 ms each instead of
+/// a direct wake-up). (`Shared::at_work_stale` holds it, so that tests can change it.)
+pub(crate) const AT_WORK_STALE: Duration = Duration::from_millis(10);
+
 impl Endpoint {
     // ---- receiving ----
 
@@ -258,7 +265,7 @@ impl Endpoint {
         self.io.sign_wall.store(now, Ordering::Relaxed);
         let cpu0 = self.io.sign_cpu.swap(cpu, Ordering::Relaxed);
         let (ran, passed) = (cpu.saturating_sub(cpu0), now.saturating_sub(wall0));
-        if wall0 != 0 && mostly_running(ran, passed) && sys::idle_core() {
+        if wall0 != 0 && mostly_running(ran, passed) && self.shared.idle_core() {
             self.fall_behind();
         }
     }
@@ -362,12 +369,16 @@ impl Endpoint {
             // While another endpoint's thread is at work this one waits only for messages
             // steered to it (standby), so that new bytes go to the thread at work instead of
             // waking this one (`MuxOptions::concentrate`).
-            let standby = roomy
-                && self.shared.since_epoch() >= self.shared.spread_until.load(Ordering::Relaxed)
-                && self.shared.others_active();
+            let standby = roomy && self.shared.standby_fits();
             let waited = if standby {
                 self.shared.set_standby(&self.io, true);
-                let w = self.io.standby.wait(&mut ready, timeout);
+                // Asked again once counted: a thread that falls behind in between wakes only
+                // the threads it sees in standby (`Shared::wake_standby`, SeqCst both sides).
+                let w = if self.shared.standby_fits() {
+                    self.io.standby.wait(&mut ready, timeout)
+                } else {
+                    self.io.epoll.wait(&mut ready, timeout)
+                };
                 self.shared.set_standby(&self.io, false);
                 w
             } else {
@@ -575,6 +586,10 @@ mod tests {
             c
         });
         let mut p = Pair { a, b, clients };
+        // However slow the machine, `a`'s thread stays at work for these tests.
+        p.a.shared
+            .at_work_stale
+            .store(60_000_000_000, Ordering::Relaxed);
         p.clients[0].write_all(&frame(b"first")).unwrap();
         assert_eq!(&p.a.recv().unwrap().data[4..], b"first");
         p
@@ -668,6 +683,74 @@ mod tests {
         p.clients[1].write_all(&frame(b"second")).unwrap();
         assert_eq!(&t.join().unwrap().unwrap()[4..], b"second");
         assert!(p.a.io.behind.load(Ordering::SeqCst));
+        // Neither the hold nor a thread behind keeps others in standby, each on its own.
+        let far = p.a.shared.since_epoch() + 60_000_000_000;
+        for (hold, behind) in [(0, true), (far, false)] {
+            p.a.shared.spread_until.store(hold, Ordering::SeqCst);
+            p.a.io.behind.store(behind, Ordering::SeqCst);
+            let t = waiting(&p.b);
+            assert!(!p.b.io.standby_now.load(Ordering::SeqCst), "{behind}");
+            p.clients[1].write_all(&frame(b"third")).unwrap();
+            assert_eq!(&t.join().unwrap().unwrap()[4..], b"third");
+        }
+    }
+
+    /// Burns `ms` milliseconds of this thread's CPU time.
+    fn run_for(ms: u64) {
+        let end = crate::sys::thread_cpu_ns() + ms * 1_000_000;
+        while crate::sys::thread_cpu_ns() < end {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The pace rules: a thread at work that comes back after running longer than
+    /// `slow_away` (made 1 ms here), twice (the first sign only starts the count), falls
+    /// behind and brings the standby thread in, but only when a core is idle for it.
+    #[test]
+    fn a_thread_running_long_between_receives_falls_behind_if_a_core_is_idle() {
+        for idle in [true, false] {
+            let mut p = pair(crate::MuxOptions::default(), false);
+            p.a.shared.slow_away.store(1_000_000, Ordering::Relaxed);
+            p.a.shared
+                .idle_core_test
+                .store(if idle { 1 } else { 2 }, Ordering::Relaxed);
+            let _t = waiting(&p.b);
+            until("standby", || p.b.io.standby_now.load(Ordering::SeqCst));
+            // A sign counts when the thread ran for three quarters of the time since the
+            // last: rounds that a busy machine preempts that much are retried.
+            for round in 0..20u8 {
+                run_for(3);
+                p.clients[0].write_all(&frame(&[round])).unwrap();
+                p.a.recv().unwrap();
+                if p.a.io.behind.load(Ordering::SeqCst) || (!idle && round == 3) {
+                    break;
+                }
+            }
+            assert_eq!(p.a.io.behind.load(Ordering::SeqCst), idle);
+            if idle {
+                until("out of standby", || {
+                    !p.b.io.standby_now.load(Ordering::SeqCst)
+                });
+            } else {
+                assert!(p.b.io.standby_now.load(Ordering::SeqCst));
+            }
+        }
+    }
+
+    /// A thread that took a message and stays away (its application at other work, or done
+    /// receiving on its endpoint) keeps no one in standby once `AT_WORK_STALE` has passed: the
+    /// second thread waits for the connections itself and the bytes wake it. (The engine's
+    /// windows are a minute long here: in standby, the message would wait for it.)
+    #[test]
+    fn a_thread_that_stays_away_keeps_no_one_in_standby() {
+        let mut p = pair(crate::MuxOptions::default(), false);
+        p.a.shared
+            .at_work_stale
+            .store(super::AT_WORK_STALE.as_nanos() as u64, Ordering::Relaxed);
+        std::thread::sleep(super::AT_WORK_STALE * 3);
+        let t = waiting(&p.b);
+        p.clients[1].write_all(&frame(b"second")).unwrap();
+        assert_eq!(&t.join().unwrap().unwrap()[4..], b"second");
     }
 
     /// A sign of falling behind counts only for a thread that was running most of the time
