@@ -354,12 +354,27 @@ impl Shared {
         if self.standby_eps.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        self.eps
+        let waiting: smallvec::SmallVec<[u32; 8]> = self
+            .eps
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|(_, io)| io.standby_now.load(Ordering::SeqCst))
-            .map(|(&id, _)| EndpointId(id))
+            .filter(|(_, io)| io.standby_now.load(Ordering::SeqCst))
+            .map(|(&id, _)| id)
+            .collect();
+        // One that can take a message (not disabled, below its receive buffer): the core
+        // ignores a preference it cannot honour, and the message would go to the head of the
+        // eligible FIFO, perhaps the thread at work. (The map's guard is gone before the state
+        // lock is taken.)
+        let st = self.lock();
+        waiting.into_iter().map(EndpointId).find(|&ep| {
+            st.core.recv_disabled(ep) == Some(false)
+                && st
+                    .core
+                    .rx_queued(ep)
+                    .zip(st.core.rcvbuf(ep))
+                    .is_some_and(|((_, bytes), cap)| bytes < cap)
+        })
     }
 
     /// Nanoseconds since [`Shared::epoch`].

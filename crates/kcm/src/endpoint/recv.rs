@@ -590,6 +590,8 @@ mod tests {
         p.a.shared
             .at_work_stale
             .store(60_000_000_000, Ordering::Relaxed);
+        // A failure, not a hang, if a message goes astray.
+        p.a.set_read_timeout(Some(Duration::from_secs(10)));
         p.clients[0].write_all(&frame(b"first")).unwrap();
         assert_eq!(&p.a.recv().unwrap().data[4..], b"first");
         p
@@ -620,6 +622,23 @@ mod tests {
         p.clients[1].write_all(&frame(b"second")).unwrap();
         assert_eq!(&t.join().unwrap().unwrap()[4..], b"second");
         assert_eq!(p.a.shared.standby_eps.load(Ordering::SeqCst), 0);
+    }
+
+    /// The engine steers what it reads after the standby window to a standby endpoint that
+    /// can take it, even when the head of the eligible FIFO is the thread at work (which is
+    /// not coming back here).
+    #[test]
+    fn the_engine_steers_what_it_reads_to_a_standby_thread() {
+        let mut p = pair(crate::MuxOptions::default(), true);
+        // `b` takes a pass too, so that `a` heads the eligible FIFO again.
+        p.clients[1].write_all(&frame(b"b's")).unwrap();
+        p.b.set_read_timeout(Some(Duration::from_secs(10)));
+        assert_eq!(&p.b.recv().unwrap().data[4..], b"b's");
+        let t = waiting(&p.b);
+        until("standby", || p.b.io.standby_now.load(Ordering::SeqCst));
+        p.clients[1].write_all(&frame(b"second")).unwrap();
+        assert_eq!(&t.join().unwrap().unwrap()[4..], b"second");
+        assert_eq!(queued(&[&p.a]), 0, "steered to the thread at work");
     }
 
     /// Without `concentrate` (the kernel's spreading), and for an endpoint whose receive
@@ -717,11 +736,13 @@ mod tests {
             let _t = waiting(&p.b);
             until("standby", || p.b.io.standby_now.load(Ordering::SeqCst));
             // A sign counts when the thread ran for three quarters of the time since the
-            // last: rounds that a busy machine preempts that much are retried.
+            // last: rounds that a busy machine preempts that much are retried. (Once `a`'s
+            // thread falls behind, `b`'s may take the round's message: hence the timeout.)
+            p.a.set_read_timeout(Some(Duration::from_millis(200)));
             for round in 0..20u8 {
                 run_for(3);
                 p.clients[0].write_all(&frame(&[round])).unwrap();
-                p.a.recv().unwrap();
+                let _ = p.a.recv();
                 if p.a.io.behind.load(Ordering::SeqCst) || (!idle && round == 3) {
                     break;
                 }
