@@ -230,6 +230,9 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             }
         }
         let now = Instant::now();
+        // Looked up once per pass, when a read is due: the core ignores the preference for
+        // an endpoint that has filled meanwhile.
+        let mut standby = None;
         while let Some(&(at, key, reads)) = deferred.front() {
             if at + window > now {
                 break;
@@ -237,7 +240,8 @@ fn run(io: &EngineIo, weak: &Weak<Shared>) {
             deferred.pop_front();
             if let Some(conn) = shared.conn_by_key(key) {
                 if conn.reads.load(Ordering::Relaxed) == reads {
-                    shared.drive_rx(&conn, shared.standby_endpoint(), &mut events);
+                    let prefer = *standby.get_or_insert_with(|| shared.standby_endpoint());
+                    shared.drive_rx(&conn, prefer, &mut events);
                 }
             }
         }

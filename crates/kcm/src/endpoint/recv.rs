@@ -25,6 +25,11 @@ const ARRIVALS_POLL: Duration = Duration::from_micros(100);
 /// engine's `STANDBY_DEFER`. (`Shared::slow_away` holds it, so that tests can change it.)
 pub(crate) const SLOW_AWAY: Duration = Duration::from_micros(200);
 
+/// Whether the endpoint's queue is empty.
+fn queue_empty(core: &kcm_core::mux::MuxCore, ep: kcm_core::mux::EndpointId) -> bool {
+    core.rx_queued(ep).is_none_or(|(msgs, _)| msgs == 0)
+}
+
 /// Whether a thread that used `ran` ns of CPU over `passed` ns was running for at least three
 /// quarters of the time (so not mostly preempted or idle).
 fn mostly_running(ran: u64, passed: u64) -> bool {
@@ -51,7 +56,7 @@ impl Endpoint {
     /// parses the mux's connections itself, so a message usually reaches it without any hand-off
     /// between threads.
     pub fn recv(&self) -> io::Result<Message> {
-        let r = self.recv_inner(usize::MAX, false)?;
+        let r = self.recv_inner(usize::MAX, false, None)?;
         Ok(Message {
             data: r.data,
             conn: r.conn,
@@ -60,7 +65,7 @@ impl Endpoint {
 
     /// Returns the next message without taking it (`MSG_PEEK`: no counters change).
     pub fn peek(&self) -> io::Result<Message> {
-        let r = self.recv_inner(usize::MAX, true)?;
+        let r = self.recv_inner(usize::MAX, true, None)?;
         Ok(Message {
             data: r.data,
             conn: r.conn,
@@ -72,7 +77,7 @@ impl Endpoint {
     /// prefix and keeps the rest for the next call (`eor` false until the last piece; the
     /// original KCM semantics, `design.md` §2 decision 2).
     pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        let r = self.recv_inner(buf.len(), false)?;
+        let r = self.recv_inner(buf.len(), false, None)?;
         buf[..r.data.len()].copy_from_slice(&r.data);
         Ok(RecvMeta {
             len: r.data.len(),
@@ -126,22 +131,24 @@ impl Endpoint {
         }
         let fast = self.check_pace();
         let mut n = 0;
-        let mut waited = false;
         let mut events = Events::new();
         let left_empty;
         {
             // Whatever is queued already is taken under one lock; only an empty queue goes
             // the blocking way for its first message.
             let mut st = self.shared.lock();
-            if st.core.rx_queued(self.id).is_none_or(|(msgs, _)| msgs == 0) {
+            if queue_empty(&st.core, self.id) {
                 drop(st);
-                out.push_one(self.recv()?);
+                let r = self.recv_inner(usize::MAX, false, Some(fast))?;
+                out.push_one(Message {
+                    data: r.data,
+                    conn: r.conn,
+                });
                 n = 1;
-                waited = true;
                 st = self.shared.lock();
             }
             n += out.take(&mut st.core, self.id, max - n);
-            left_empty = st.core.rx_queued(self.id).is_none_or(|(msgs, _)| msgs == 0);
+            left_empty = queue_empty(&st.core, self.id);
             // A non-blocking caller waits for the endpoint's descriptor, not in its epoll: it
             // reads no connection while it waits, so it never counts as busy (`recv_inner`).
             self.shared.set_busy(&self.io, !self.is_nonblocking());
@@ -150,10 +157,7 @@ impl Endpoint {
         self.leave_with_messages(fast && left_empty);
         self.shared.dispatch(events, Some(self.id));
         self.shared.sync_pollfd(self.id, &self.io);
-        // (`recv` looked for arrivals already, on the way out of its wait.)
-        if !waited {
-            self.poll_arrivals();
-        }
+        self.poll_arrivals();
         Ok(n)
     }
 
@@ -281,16 +285,24 @@ impl Endpoint {
         // each going to standby as soon as it caught up (the W2 variants above: 1.17–1.29
         // against 1.26–1.34 with it; see `SPREAD_HOLD`).
         let until = self.shared.since_epoch() + SPREAD_HOLD.as_nanos() as u64;
-        self.shared.spread_until.fetch_max(until, Ordering::Relaxed);
+        self.shared.spread_until.fetch_max(until, Ordering::SeqCst);
         if !self.io.behind.swap(true, Ordering::SeqCst) {
             self.shared.wake_standby();
         }
     }
 
-    fn recv_inner(&self, max: usize, peek: bool) -> io::Result<kcm_core::mux::RecvRead> {
+    /// Takes one message, waiting for it as the endpoint's mode says. `batch`: called by a
+    /// batch receive with its pace check's answer ([`Endpoint::check_pace`]); the batch
+    /// receive then does what follows a message itself (the pace bookkeeping, arrivals).
+    fn recv_inner(
+        &self,
+        max: usize,
+        peek: bool,
+        batch: Option<bool>,
+    ) -> io::Result<kcm_core::mux::RecvRead> {
         let nonblocking = self.is_nonblocking();
-        let concentrate = self.shared.opts.concentrate && !nonblocking;
-        let fast = self.check_pace();
+        let concentrate = self.concentrates();
+        let fast = batch.unwrap_or_else(|| self.check_pace());
         let keep_all = concentrate && !self.io.behind.load(Ordering::Relaxed);
         let deadline =
             from_nanos(self.read_timeout.load(Ordering::Relaxed)).map(|d| Instant::now() + d);
@@ -298,16 +310,9 @@ impl Endpoint {
         let mut polled_once = false;
         loop {
             let mut events = Events::new();
-            // An endpoint whose receive buffer cannot hold a read pass is set up to balance
-            // message by message (KCM's idiom: a one-byte SO_RCVBUF): it does not concentrate.
             let roomy;
             {
                 let mut st = self.shared.lock();
-                roomy = concentrate
-                    && st
-                        .core
-                        .rcvbuf(self.id)
-                        .is_some_and(|b| b >= self.shared.opts.read_size);
                 let r = st.core.recv(self.id, max, peek);
                 Shared::drain(&mut st.core, &mut events);
                 // Under the lock that saw the queue empty (see `EpIo::sleeping`).
@@ -323,14 +328,16 @@ impl Endpoint {
                 // is free).
                 self.shared.set_busy(&self.io, !nonblocking);
                 if let Some(r) = r {
-                    let left_empty = st.core.rx_queued(self.id).is_none_or(|(m, _)| m == 0);
+                    let left_empty = queue_empty(&st.core, self.id);
                     drop(st);
-                    if !peek {
+                    // (A batch receive does these once it has taken the rest.)
+                    let single = !peek && batch.is_none();
+                    if single {
                         self.leave_with_messages(fast && left_empty);
                     }
                     self.shared.dispatch(events, Some(self.id));
                     self.shared.sync_pollfd(self.id, &self.io);
-                    if !peek {
+                    if single {
                         self.poll_arrivals();
                     }
                     return Ok(r);
@@ -339,6 +346,14 @@ impl Endpoint {
                     self.leave_empty_handed();
                     return Err(sys::os_err(e));
                 }
+                // An endpoint whose receive buffer cannot hold a read pass is set up to balance
+                // message by message (KCM's idiom: a one-byte SO_RCVBUF): it does not
+                // concentrate. (Looked up only on the way to a wait.)
+                roomy = concentrate
+                    && st
+                        .core
+                        .rcvbuf(self.id)
+                        .is_some_and(|b| b >= self.shared.opts.read_size);
             }
             self.shared
                 .dispatch(std::mem::take(&mut events), Some(self.id));
