@@ -135,10 +135,6 @@ pub(crate) struct Shared {
     /// No thread goes to standby before this time (nanoseconds since [`Shared::epoch`]): a
     /// thread fell behind not long ago (`endpoint::recv::SPREAD_HOLD`).
     pub(crate) spread_until: AtomicU64,
-    /// The last answer of [`Shared::idle_core`], and when it was looked up (nanoseconds since
-    /// [`Shared::epoch`], plus one; 0: never).
-    idle_core_seen: AtomicBool,
-    idle_core_at: AtomicU64,
     /// `endpoint::recv::SLOW_AWAY` in nanoseconds (an atomic so that tests can change it).
     pub(crate) slow_away: AtomicU64,
     /// `endpoint::recv::AT_WORK_STALE` in nanoseconds (an atomic so that tests can change it).
@@ -153,9 +149,6 @@ pub(crate) struct Shared {
     /// The time origin of [`EpIo::last_poll`].
     pub(crate) epoch: Instant,
 }
-
-/// How long an answer of [`Shared::idle_core`] is used before the machine is asked again.
-const IDLE_CORE_TTL: Duration = Duration::from_millis(1);
 
 /// Connections registered in endpoint epolls are woken one thread at a time, on each new
 /// arrival. (EPOLLEXCLUSIVE allows only IN, OUT, ET and WAKEUP beside it; end of stream shows
@@ -197,8 +190,6 @@ impl Shared {
             all_busy: AtomicBool::new(false),
             all_busy_defer: AtomicU64::new(all_busy_defer),
             spread_until: AtomicU64::new(0),
-            idle_core_seen: AtomicBool::new(false),
-            idle_core_at: AtomicU64::new(0),
             slow_away: AtomicU64::new(crate::endpoint::recv::SLOW_AWAY.as_nanos() as u64),
             at_work_stale: AtomicU64::new(crate::endpoint::recv::AT_WORK_STALE.as_nanos() as u64),
             #[cfg(test)]
@@ -332,9 +323,12 @@ impl Shared {
         self.since_epoch() >= self.spread_until.load(Ordering::SeqCst) && self.others_active()
     }
 
-    /// Whether the machine has an idle core ([`sys::idle_core`]; tests may decide instead),
-    /// looked up at most once per [`IDLE_CORE_TTL`] for the whole mux: a thread at full load
-    /// asks every 200 µs, and each look opens and reads a file.
+    /// Whether the machine has an idle core ([`sys::idle_core`]; tests may decide instead).
+    /// Asked afresh each time: the running count is a moment's, and a cached "no" kept a
+    /// CPU-heavy load from spreading (taking 16 messages a call with the default receive
+    /// buffer: 1.37–1.42 × `thread` with a 1-ms cache against 1.49–1.51). It is asked seldom:
+    /// only at a sign of falling behind from a thread that was running, at most once per
+    /// 200 µs (W3 at full load: 66 `openat` calls in a 2-s run, startup included).
     pub(crate) fn idle_core(&self) -> bool {
         #[cfg(test)]
         match self.idle_core_test.load(Ordering::Relaxed) {
@@ -342,16 +336,7 @@ impl Shared {
             2 => return false,
             _ => {}
         }
-        let now = self.since_epoch();
-        let at = self.idle_core_at.load(Ordering::Relaxed);
-        // Stored plus one, so that 0 means never looked.
-        if at != 0 && now.saturating_sub(at) < IDLE_CORE_TTL.as_nanos() as u64 {
-            return self.idle_core_seen.load(Ordering::Relaxed);
-        }
-        let idle = sys::idle_core();
-        self.idle_core_seen.store(idle, Ordering::Relaxed);
-        self.idle_core_at.store(now + 1, Ordering::Relaxed);
-        idle
+        sys::idle_core()
     }
 
     /// Records a thread going into (or out of) standby ([`MuxOptions::concentrate`]): the
