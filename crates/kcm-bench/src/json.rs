@@ -6,13 +6,15 @@
 //!  "workloads": [{"id": "W1", "shape": "…",
 //!                 "systems": {"thread": {"qps", "mean_us", "sd_us", "p50_us", "p99_us", "p999_us",
 //!                                        "qps_min", "qps_max", "lg_cpu_share",
-//!                                        "server_cpu_us_per_msg", "reps", …}, …},
+//!                                        "server_cpu_us_per_msg", "lg_cpu_us_per_msg",
+//!                                        "work_cpu_us_per_msg" (W2), "reps", …}, …},
 //!                 "one_way": {"kcm": {"qps", "bytes_per_s", …}, "raw": {…}},
 //!                 "ratios": {"kcm/thread": F, …}, "errors": {…}}]}
 //! ```
 //!
 //! Figures are medians over the repetitions; `qps` is messages/s for W3, and W5's systems are
-//! the parsers, with `calls_per_s`. A ratio's `…_min`/`…_max` siblings give its spread.
+//! the parsers, with `calls_per_s`. A ratio's `…_min`/`…_max` siblings give its spread. W2's
+//! ratios include `ceiling/thread` and `kcm/ceiling` (`runner::ratios`).
 
 use serde_json::{json, Map, Value};
 
@@ -55,6 +57,12 @@ fn row_json(r: &Row) -> Value {
     }
     if let Some(s) = r.spread(|x| Some(x.server_cpu_us)) {
         o.insert("server_cpu_us_per_msg".into(), num(s.median));
+    }
+    if let Some(s) = r.spread(|x| (x.work_us > 0.0).then_some(x.work_us)) {
+        o.insert("work_cpu_us_per_msg".into(), num(s.median));
+    }
+    if let Some(s) = r.spread(|x| Some(x.lg_cpu_us)) {
+        o.insert("lg_cpu_us_per_msg".into(), num(s.median));
     }
     o.insert("reps".into(), json!(r.runs.len()));
     o.insert(
@@ -155,6 +163,8 @@ mod tests {
             hist: None,
             lg_cpu_share: 0.25,
             server_cpu_us: 1.5,
+            work_us: 0.0,
+            lg_cpu_us: 2.0,
         }
     }
 
@@ -178,7 +188,7 @@ mod tests {
             parsers: vec![],
             ratios: vec![],
         };
-        w1.ratios = crate::runner::ratios(&w1);
+        w1.ratios = crate::runner::ratios(&w1, 2);
         let w5 = WorkloadResult {
             workload: Workload::W5,
             shape: "w5".into(),

@@ -221,6 +221,9 @@ pub fn workload_table(w: &WorkloadResult) -> String {
             out.push_str("  one-way rows: the requests streamed with no replies, rate = messages delivered/s\n");
         }
     }
+    if let Some(line) = work_note(w) {
+        out.push_str(&line);
+    }
     if !w.ratios.is_empty() {
         let parts: Vec<String> = w
             .ratios
@@ -237,6 +240,36 @@ pub fn workload_table(w: &WorkloadResult) -> String {
         let _ = writeln!(out, "  ratios: {}", parts.join("; "));
     }
     out
+}
+
+/// For a workload whose requests carry CPU work (W2): what that work took per request, what
+/// each server cost beyond it, and what the load generator cost; the figures W2's ceiling
+/// is made of (`runner::ratios`).
+fn work_note(w: &WorkloadResult) -> Option<String> {
+    let rows: Vec<&Row> = w
+        .rows
+        .iter()
+        .filter(|r| r.mode == Mode::ClosedLoop)
+        .collect();
+    let work = rows
+        .iter()
+        .filter_map(|r| r.spread(|x| (x.work_us > 0.0).then_some(x.work_us)))
+        .map(|s| s.median)
+        .next()?;
+    let each = |f: fn(&crate::results::Run) -> f64| -> Vec<String> {
+        rows.iter()
+            .filter_map(|r| {
+                let s = r.spread(|x| Some(f(x)))?;
+                Some(format!("{} {:.1}", r.label(), s.median))
+            })
+            .collect()
+    };
+    Some(format!(
+        "  per request: the work {work:.1} µs of CPU; the server beyond it: {} µs; the load \
+         generator: {} µs\n",
+        each(|x| x.server_cpu_us - x.work_us).join(", "),
+        each(|x| x.lg_cpu_us).join(", ")
+    ))
 }
 
 /// The whole report.
@@ -268,6 +301,52 @@ pub fn render(suite: &Suite) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_note_shows_each_server_beyond_the_work() {
+        use crate::config::{System, Workload};
+        use crate::results::Run;
+        let run = |server_cpu_us, work_us, lg_cpu_us| Run {
+            qps: 1.0,
+            bytes_per_s: 0.0,
+            requests: 1,
+            verified: 1,
+            latency: None,
+            hist: None,
+            lg_cpu_share: 0.0,
+            server_cpu_us,
+            work_us,
+            lg_cpu_us,
+        };
+        let row = |system, r| Row {
+            system,
+            mode: Mode::ClosedLoop,
+            runs: vec![r],
+            error: None,
+        };
+        let mut w = WorkloadResult {
+            workload: Workload::W2,
+            shape: "w2".into(),
+            rows: vec![
+                row(System::Thread, run(23.0, 21.5, 1.6)),
+                row(System::Kcm, run(24.0, 21.5, 1.75)),
+            ],
+            parsers: vec![],
+            ratios: vec![],
+        };
+        let note = work_note(&w).unwrap();
+        assert_eq!(
+            note,
+            "  per request: the work 21.5 µs of CPU; the server beyond it: thread 1.5, kcm 2.5 \
+             µs; the load generator: thread 1.6, kcm 1.8 µs\n"
+        );
+        assert!(workload_table(&w).contains(&note));
+        // Without work (every workload but W2) there is no such line.
+        for r in &mut w.rows {
+            r.runs[0].work_us = 0.0;
+        }
+        assert_eq!(work_note(&w), None);
+    }
 
     #[test]
     fn thousands_groups_digits() {

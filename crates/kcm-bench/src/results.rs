@@ -31,6 +31,11 @@ pub struct Run {
     /// thread that sent it, so the server's receiving is charged to the load generator and
     /// the load generator's to the server (the same for every system).
     pub server_cpu_us: f64,
+    /// Of that, the requests' own work (W2's CPU work per request, as burnt; 0 elsewhere), µs
+    /// per request: `server_cpu_us - work_us` is what the server itself costs.
+    pub work_us: f64,
+    /// The load generator's CPU time per request (one-way: per message delivered), µs.
+    pub lg_cpu_us: f64,
 }
 
 /// Latency statistics of one run, in µs.

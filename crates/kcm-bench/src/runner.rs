@@ -179,9 +179,11 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
     sleep_until(measure_from);
     let (m0, b0) = server.counters().snapshot();
     let cpu0 = work::process_cpu_time();
+    let work0 = work::work_cpu_time();
     sleep_until(measure_until);
     let (m1, b1) = server.counters().snapshot();
     let cpu1 = work::process_cpu_time();
+    let work1 = work::work_cpu_time();
     let mut load: Option<loadgen::LoadResult> = None;
     let mut lg_err = None;
     for t in lg {
@@ -209,6 +211,8 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
     // Everything but the load generator is the server (this thread only sleeps meanwhile).
     let server_cpu = (cpu1.saturating_sub(cpu0)).saturating_sub(load.cpu);
     let per_msg = |n: u64| server_cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let us_per = |t: Duration, n: u64| t.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let work_cpu = work1.saturating_sub(work0);
     if one_way {
         let (msgs, bytes) = (m1 - m0, b1 - b0);
         if msgs == 0 {
@@ -232,6 +236,8 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
             hist: None,
             lg_cpu_share,
             server_cpu_us: per_msg(msgs),
+            work_us: us_per(work_cpu, msgs),
+            lg_cpu_us: us_per(load.cpu, msgs),
         });
     }
     if load.requests == 0 {
@@ -246,6 +252,8 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
         hist: Some(load.hist),
         lg_cpu_share,
         server_cpu_us: per_msg(load.requests),
+        work_us: us_per(work_cpu, load.requests),
+        lg_cpu_us: us_per(load.cpu, load.requests),
     })
 }
 
@@ -265,8 +273,15 @@ type RatioSpec<'a> = (
     fn(&Run) -> Option<f64>,
 );
 
-/// The ratios bench.md names for a workload, per repetition.
-pub fn ratios(w: &WorkloadResult) -> Vec<Ratio> {
+/// The most requests per second a server could answer on `cores` cores if each cost it
+/// `server_us` of CPU and the load generator `lg_us`, with every core busy all the time.
+fn ceiling_qps(cores: usize, server_us: f64, lg_us: f64) -> f64 {
+    cores as f64 * 1e6 / (server_us + lg_us)
+}
+
+/// The ratios bench.md names for a workload, per repetition, on a machine of `cores` cores;
+/// for W2 also its ceiling ([`w2_ceiling`]).
+pub fn ratios(w: &WorkloadResult, cores: usize) -> Vec<Ratio> {
     let cl = |s| w.row(s, Mode::ClosedLoop);
     let ow = |s| w.row(s, Mode::OneWay);
     let qps = |r: &Run| Some(r.qps);
@@ -351,6 +366,9 @@ pub fn ratios(w: &WorkloadResult) -> Vec<Ratio> {
             });
         }
     }
+    if w.workload == Workload::W2 {
+        out.extend(w2_ceiling(w, cores));
+    }
     if w.workload == Workload::W5 {
         let get = |name: &str| w.parsers.iter().find(|p| p.name == name);
         for (name, num) in [
@@ -376,4 +394,126 @@ pub fn ratios(w: &WorkloadResult) -> Vec<Ratio> {
         }
     }
     out
+}
+
+/// W2's ceiling on this machine, per repetition: the QPS of a server that costs what `thread`
+/// costs per request (its CPU time per request in that repetition, the work included), with
+/// the load spread perfectly over every core and the load generator beside it at what it
+/// cost per request in kcm's run. On 2 cores the load generator shares the cores with the
+/// server, and `thread` with its busiest worker holding ≈ 94 % of the work leaves part of one
+/// core idle, so a balancer can gain less than the 1.9 × that the skew allows on its own.
+/// Returns `ceiling/thread` and `kcm/ceiling`; nothing without both rows.
+fn w2_ceiling(w: &WorkloadResult, cores: usize) -> Vec<Ratio> {
+    let (Some(t), Some(k)) = (
+        w.row(System::Thread, Mode::ClosedLoop),
+        w.row(System::Kcm, Mode::ClosedLoop),
+    ) else {
+        return Vec::new();
+    };
+    let (mut over_thread, mut kcm_share) = (Vec::new(), Vec::new());
+    for (t, k) in t.runs.iter().zip(&k.runs) {
+        let c = ceiling_qps(cores, t.server_cpu_us, k.lg_cpu_us);
+        if c.is_finite() && c > 0.0 && t.qps > 0.0 {
+            over_thread.push(c / t.qps);
+            kcm_share.push(k.qps / c);
+        }
+    }
+    if over_thread.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Ratio {
+            name: "ceiling/thread".into(),
+            what: "QPS at thread's cost per request, every core busy".into(),
+            values: over_thread,
+        },
+        Ratio {
+            name: "kcm/ceiling".into(),
+            what: "QPS".into(),
+            values: kcm_share,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(qps: f64, server_cpu_us: f64, lg_cpu_us: f64) -> Run {
+        Run {
+            qps,
+            bytes_per_s: 0.0,
+            requests: 1,
+            verified: 1,
+            latency: None,
+            hist: None,
+            lg_cpu_share: 0.0,
+            server_cpu_us,
+            work_us: 20.0,
+            lg_cpu_us,
+        }
+    }
+
+    fn w2(rows: Vec<(System, Vec<Run>)>) -> WorkloadResult {
+        WorkloadResult {
+            workload: Workload::W2,
+            shape: "w2".into(),
+            rows: rows
+                .into_iter()
+                .map(|(system, runs)| Row {
+                    system,
+                    mode: Mode::ClosedLoop,
+                    runs,
+                    error: None,
+                })
+                .collect(),
+            parsers: vec![],
+            ratios: vec![],
+        }
+    }
+
+    #[test]
+    fn w2_ceiling_is_thread_cost_on_every_core_beside_the_load_generator() {
+        // thread: 40 k QPS at 24 µs a request; kcm: 60 k QPS, its load generator 1 µs a
+        // request. 2 cores ÷ 25 µs = 80 k QPS = 2 × thread; kcm reaches 0.75 of it.
+        let w = w2(vec![
+            (
+                System::Thread,
+                vec![run(40e3, 24.0, 2.0), run(50e3, 19.0, 2.0)],
+            ),
+            (
+                System::Kcm,
+                vec![run(60e3, 26.0, 1.0), run(60e3, 26.0, 1.0)],
+            ),
+        ]);
+        let r = ratios(&w, 2);
+        let get = |n: &str| r.iter().find(|x| x.name == n).unwrap().values.clone();
+        assert_eq!(get("kcm/thread"), vec![1.5, 1.2]);
+        let c = get("ceiling/thread");
+        assert!(
+            (c[0] - 2.0).abs() < 1e-9 && (c[1] - 2.0).abs() < 1e-9,
+            "{c:?}"
+        );
+        let k = get("kcm/ceiling");
+        assert!(
+            (k[0] - 0.75).abs() < 1e-9 && (k[1] - 0.6).abs() < 1e-9,
+            "{k:?}"
+        );
+        // Four cores hold twice as much.
+        let c4 = ratios(&w, 4);
+        let c4 = &c4
+            .iter()
+            .find(|x| x.name == "ceiling/thread")
+            .unwrap()
+            .values;
+        assert!((c4[0] - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn w2_ceiling_needs_thread_and_kcm() {
+        let w = w2(vec![(System::Thread, vec![run(40e3, 24.0, 2.0)])]);
+        assert!(ratios(&w, 2).iter().all(|r| !r.name.contains("ceiling")));
+        let w = w2(vec![(System::Kcm, vec![run(40e3, 24.0, 2.0)])]);
+        assert!(ratios(&w, 2).is_empty());
+    }
 }

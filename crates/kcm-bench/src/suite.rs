@@ -163,6 +163,7 @@ pub fn run_suite(plan: &Plan, quiet: bool) -> Suite {
     // The skipped systems are named once, in the report.
     let mut progress = Progress::new(total as u64, quiet);
     let mut workloads = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for &w in &plan.workloads {
         let mut result = WorkloadResult {
             workload: w,
@@ -211,7 +212,7 @@ pub fn run_suite(plan: &Plan, quiet: bool) -> Suite {
                 }
             }
         }
-        result.ratios = runner::ratios(&result);
+        result.ratios = runner::ratios(&result, cores);
         workloads.push(result);
     }
     progress.finish();

@@ -8,6 +8,7 @@
 //! per process, only sets how often the clock is read.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -45,12 +46,19 @@ fn spin_iters(n: u64) {
     black_box(x);
 }
 
-/// Burns about `ns` nanoseconds of CPU in the calling thread.
+/// CPU time burnt by [`spin`] so far, every thread of the process together, ns.
+static WORK_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Burns about `ns` nanoseconds of CPU in the calling thread, and adds what it used to
+/// [`work_cpu_time`].
 ///
 /// ```
+/// let before = kcm_bench::work::work_cpu_time();
 /// let t = std::time::Instant::now();
 /// kcm_bench::work::spin(200_000);
 /// assert!(t.elapsed() >= std::time::Duration::from_micros(100));
+/// let used = kcm_bench::work::work_cpu_time() - before;
+/// assert!(used >= std::time::Duration::from_micros(200));
 /// ```
 pub fn spin(ns: u32) {
     if ns == 0 {
@@ -59,15 +67,31 @@ pub fn spin(ns: u32) {
     // Loop until the thread has used `ns` of CPU time: a loop count alone would burn more or
     // less time as the shared host's speed changes after the calibration (seen: `thread`'s W2
     // QPS moving between 42 k and 73 k from one process to the next). The clock is read every
-    // ~2 µs of loop (reading it is a system call; its cost counts as part of the work).
+    // ~2 µs of loop (reading it is a system call; its cost counts as part of the work), so a
+    // request uses a little more than it asks: about 21.9 µs for W2's mean of 20 here.
     let target = Duration::from_nanos(u64::from(ns));
     let start = thread_cpu_time();
     let chunk = ((2.0 * iters_per_us()) as u64).max(1);
     let first = ((f64::from(ns) / 1000.0 * iters_per_us()) as u64).min(chunk);
     spin_iters(first);
-    while thread_cpu_time().saturating_sub(start) < target {
+    loop {
+        let used = thread_cpu_time().saturating_sub(start);
+        if used >= target {
+            // One shared counter per request: at W2's ≈ 20 µs a request it costs nothing
+            // measurable, and every system pays it alike.
+            let used = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+            WORK_NS.fetch_add(used, Ordering::Relaxed);
+            return;
+        }
         spin_iters(chunk);
     }
+}
+
+/// The CPU time [`spin`] has burnt in this process so far (all threads): the requests' own
+/// work, which the bench subtracts from a server's CPU time to show what the server itself
+/// costs per request.
+pub fn work_cpu_time() -> Duration {
+    Duration::from_nanos(WORK_NS.load(Ordering::Relaxed))
 }
 
 /// Calibrates the busy loop now (so the first measured request does not pay for it).

@@ -65,6 +65,14 @@ fn every_system_serves_every_workload() {
                 Mode::ClosedLoop => assert!(run.latency.is_some_and(|l| l.p50 > 0.0)),
                 Mode::OneWay => assert!(run.bytes_per_s > 0.0),
             }
+            // Only W2's requests carry work, and each of them asks for 20 µs on average.
+            if w.workload == Workload::W2 {
+                assert!(run.work_us > 5.0, "{} work {}", row.label(), run.work_us);
+                assert!(run.server_cpu_us >= run.work_us * 0.9);
+            } else {
+                assert_eq!(run.work_us, 0.0, "{:?} {}", w.workload, row.label());
+            }
+            assert!(run.lg_cpu_us > 0.0, "{:?} {}", w.workload, row.label());
         }
         // The kernel's rows exist only where it has AF_KCM (and may fail there: kcm-spec §4.2).
         assert_eq!(
@@ -73,6 +81,10 @@ fn every_system_serves_every_workload() {
         );
         assert!(!w.ratios.is_empty(), "{:?}: no ratios", w.workload);
     }
+    let w2 = &suite.workloads[1];
+    assert_eq!(w2.workload, Workload::W2);
+    assert!(w2.ratios.iter().any(|r| r.name == "ceiling/thread"));
     let text = kcm_bench::report::render(&suite);
     assert!(text.contains("W3:") && text.contains("kcm/tokio"));
+    assert!(text.contains("per request: the work"));
 }
