@@ -18,7 +18,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::results::{Mode, Row, Spread, Suite, WorkloadResult};
+use crate::results::{Mode, Row, Run, Spread, Suite, WorkloadResult};
 
 fn num(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
@@ -58,7 +58,7 @@ fn row_json(r: &Row) -> Value {
     if let Some(s) = r.spread(|x| Some(x.server_cpu_us)) {
         o.insert("server_cpu_us_per_msg".into(), num(s.median));
     }
-    if let Some(s) = r.spread(|x| (x.work_us > 0.0).then_some(x.work_us)) {
+    if let Some(s) = r.spread(Run::work) {
         o.insert("work_cpu_us_per_msg".into(), num(s.median));
     }
     if let Some(s) = r.spread(|x| Some(x.lg_cpu_us)) {
@@ -145,11 +145,10 @@ pub fn suite_json(s: &Suite) -> Value {
 mod tests {
     use super::*;
     use crate::config::{BenchArgs, System, Workload};
-    use crate::results::{Latency, Machine, ParserRow, Run};
+    use crate::results::{Latency, Machine, ParserRow};
 
     fn run(qps: f64) -> Run {
         Run {
-            qps,
             bytes_per_s: qps * 5000.0,
             requests: 10,
             verified: 10,
@@ -160,11 +159,8 @@ mod tests {
                 p99: 5.0,
                 p999: 9.0,
             }),
-            hist: None,
             lg_cpu_share: 0.25,
-            server_cpu_us: 1.5,
-            work_us: 0.0,
-            lg_cpu_us: 2.0,
+            ..Run::sample(qps, 1.5, 0.0, 2.0)
         }
     }
 

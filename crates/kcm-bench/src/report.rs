@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::results::{Mode, Row, Spread, Suite, WorkloadResult};
+use crate::results::{Mode, Row, Run, Spread, Suite, WorkloadResult};
 
 /// A plain text table: first column left-aligned, the others right-aligned.
 ///
@@ -253,10 +253,10 @@ fn work_note(w: &WorkloadResult) -> Option<String> {
         .collect();
     let work = rows
         .iter()
-        .filter_map(|r| r.spread(|x| (x.work_us > 0.0).then_some(x.work_us)))
+        .filter_map(|r| r.spread(Run::work))
         .map(|s| s.median)
         .next()?;
-    let each = |f: fn(&crate::results::Run) -> f64| -> Vec<String> {
+    let each = |f: fn(&Run) -> f64| -> Vec<String> {
         rows.iter()
             .filter_map(|r| {
                 let s = r.spread(|x| Some(f(x)))?;
@@ -305,19 +305,8 @@ mod tests {
     #[test]
     fn work_note_shows_each_server_beyond_the_work() {
         use crate::config::{System, Workload};
-        use crate::results::Run;
-        let run = |server_cpu_us, work_us, lg_cpu_us| Run {
-            qps: 1.0,
-            bytes_per_s: 0.0,
-            requests: 1,
-            verified: 1,
-            latency: None,
-            hist: None,
-            lg_cpu_share: 0.0,
-            server_cpu_us,
-            work_us,
-            lg_cpu_us,
-        };
+        let run =
+            |server_cpu_us, work_us, lg_cpu_us| Run::sample(1.0, server_cpu_us, work_us, lg_cpu_us);
         let row = |system, r| Row {
             system,
             mode: Mode::ClosedLoop,

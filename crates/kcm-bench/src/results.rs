@@ -38,6 +38,30 @@ pub struct Run {
     pub lg_cpu_us: f64,
 }
 
+impl Run {
+    /// The requests' own work per request, µs, for a run whose requests carried some (W2).
+    pub fn work(&self) -> Option<f64> {
+        (self.work_us > 0.0).then_some(self.work_us)
+    }
+
+    /// A closed-loop run with these figures and nothing else (tests).
+    #[cfg(test)]
+    pub(crate) fn sample(qps: f64, server_cpu_us: f64, work_us: f64, lg_cpu_us: f64) -> Run {
+        Run {
+            qps,
+            bytes_per_s: 0.0,
+            requests: 1,
+            verified: 1,
+            latency: None,
+            hist: None,
+            lg_cpu_share: 0.0,
+            server_cpu_us,
+            work_us,
+            lg_cpu_us,
+        }
+    }
+}
+
 /// Latency statistics of one run, in µs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {

@@ -210,7 +210,6 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
     let lg_cpu_share = load.cpu.as_secs_f64() / (secs * cores);
     // Everything but the load generator is the server (this thread only sleeps meanwhile).
     let server_cpu = (cpu1.saturating_sub(cpu0)).saturating_sub(load.cpu);
-    let per_msg = |n: u64| server_cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
     let us_per = |t: Duration, n: u64| t.as_secs_f64() * 1e6 / n.max(1) as f64;
     let work_cpu = work1.saturating_sub(work0);
     if one_way {
@@ -235,7 +234,7 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
             latency: None,
             hist: None,
             lg_cpu_share,
-            server_cpu_us: per_msg(msgs),
+            server_cpu_us: us_per(server_cpu, msgs),
             work_us: us_per(work_cpu, msgs),
             lg_cpu_us: us_per(load.cpu, msgs),
         });
@@ -251,7 +250,7 @@ pub fn run_once(system: System, mode: Mode, shape: &Shape, plan: &Plan) -> anyho
         latency: Some(Latency::of(&load.hist)),
         hist: Some(load.hist),
         lg_cpu_share,
-        server_cpu_us: per_msg(load.requests),
+        server_cpu_us: us_per(server_cpu, load.requests),
         work_us: us_per(work_cpu, load.requests),
         lg_cpu_us: us_per(load.cpu, load.requests),
     })
@@ -440,18 +439,7 @@ mod tests {
     use super::*;
 
     fn run(qps: f64, server_cpu_us: f64, lg_cpu_us: f64) -> Run {
-        Run {
-            qps,
-            bytes_per_s: 0.0,
-            requests: 1,
-            verified: 1,
-            latency: None,
-            hist: None,
-            lg_cpu_share: 0.0,
-            server_cpu_us,
-            work_us: 20.0,
-            lg_cpu_us,
-        }
+        Run::sample(qps, server_cpu_us, 20.0, lg_cpu_us)
     }
 
     fn w2(rows: Vec<(System, Vec<Run>)>) -> WorkloadResult {

@@ -326,9 +326,9 @@ impl Shared {
     /// Whether the machine has an idle core ([`sys::idle_core`]; tests may decide instead).
     /// Asked afresh each time: the running count is a moment's, and a cached "no" kept a
     /// CPU-heavy load from spreading (taking 16 messages a call with the default receive
-    /// buffer: 1.37–1.42 × `thread` with a 1-ms cache against 1.49–1.51). It is asked seldom:
-    /// only at a sign of falling behind from a thread that was running, at most once per
-    /// 200 µs (W3 at full load: 66 `openat` calls in a 2-s run, startup included).
+    /// buffer: 1.37–1.42 × `thread` with a 1-ms cache against 1.49–1.51). It is asked only at
+    /// a sign of falling behind from a thread that was running, at most once per 200 µs per
+    /// thread (a thread at full load, as under W2, asks that often), and costs one `pread`.
     pub(crate) fn idle_core(&self) -> bool {
         #[cfg(test)]
         match self.idle_core_test.load(Ordering::Relaxed) {
